@@ -1,0 +1,109 @@
+"""`zenml-scheduler run` and `validate`: load, check and (for run) serve a config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scheduler.config import Config, load_config
+from scheduler.errors import ConfigError, LeaseHeldError
+from scheduler.lease import current_holder
+from scheduler.logs import setup_logging
+from scheduler.preflight import check_pipelines
+from scheduler.settings import Settings, masked_url
+from scheduler.store import open_store
+from scheduler.tables import render_table
+from scheduler.triggers import fire_times
+
+
+def load_checked(settings: Settings, path: Path | None = None, check: bool = True) -> Config:
+    """The config at `path`, with its pipelines checked in a child; ConfigError lists every problem."""
+    config = load_config(path or settings.config)
+    if check:
+        problems = check_pipelines(config, settings.python)
+        if problems:
+            raise ConfigError(problems)
+    return config
+
+
+def startup_table(config: Config, now: datetime) -> str:
+    rows = []
+    for name, job in config.jobs.items():
+        upcoming = fire_times(job.trigger, now, 1) if job.spec.enabled else []
+        local = upcoming[0].astimezone(job.zone).isoformat() if upcoming else "-"
+        rows.append([name, job.trigger_text, job.spec.timezone, local, "enabled" if job.spec.enabled else "disabled"])
+    return render_table(["JOB", "TRIGGER", "TIMEZONE", "NEXT FIRE", "STATE"], rows)
+
+
+def register(cli: click.Group, common: Callable[..., Any]) -> None:
+    @cli.command("validate")
+    @click.argument("file", required=False, type=click.Path(dir_okay=False))
+    @click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
+    @common
+    def validate(settings: Settings, file: str | None, no_pipelines: bool) -> None:
+        """Check FILE (default: the configured schedules.yaml); exit 2 listing every error."""
+        config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
+        click.echo(f"{config.path}: OK ({len(config.jobs)} jobs, revision {config.revision})")
+
+    @cli.command("run")
+    @click.option(
+        "--log-format",
+        type=click.Choice(["auto", "json", "text"]),
+        default=None,
+        help="Log format [env ZENML_SCHEDULER_LOG_FORMAT; auto = json unless a terminal]",
+    )
+    @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
+    @click.option("--max-concurrent-runs", type=int, default=None, help="Runs at once [default: CPU count]")
+    @click.option("--misfire-grace", default=None, help="How late a slot may still fire, e.g. 10m")
+    @click.option("--no-check-pipelines", is_flag=True, help="Skip importing pipelines at start (not recommended).")
+    @common
+    def run(
+        settings: Settings,
+        log_format: str | None,
+        log_level: str | None,
+        max_concurrent_runs: int | None,
+        misfire_grace: str | None,
+        no_check_pipelines: bool,
+    ) -> None:
+        """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
+        from scheduler.daemon import Daemon
+        from scheduler.settings import load_settings
+
+        settings = load_settings(
+            **{
+                **settings.model_dump(exclude_unset=True),
+                "log_format": log_format,
+                "log_level": log_level,
+                "max_concurrent_runs": max_concurrent_runs,
+                "misfire_grace": misfire_grace,
+            }
+        )
+        setup_logging(settings.log_format, settings.log_level)
+        config = load_config(settings.config)
+        store = open_store(settings.resolved_db_url)
+        # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
+        holder = current_holder(store, datetime.now(timezone.utc), timedelta(seconds=settings.lease_ttl))
+        if holder is not None:
+            raise LeaseHeldError(
+                f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}"
+            )
+        if not no_check_pipelines:
+            problems = check_pipelines(config, settings.python)
+            if problems:
+                raise ConfigError(problems)
+        daemon = Daemon(settings, config, store)
+        daemon.start()
+        click.echo(
+            f"zenml-scheduler: {len(config.jobs)} jobs from {config.path} (revision {config.revision}), "
+            f"state {masked_url(settings.resolved_db_url)}"
+        )
+        click.echo(startup_table(config, datetime.now(timezone.utc)))
+        sys.stdout.flush()
+        daemon.run()
+        click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")

@@ -1,0 +1,263 @@
+"""schedules.yaml: the strict models and the loader that reports every problem as file:line:col.
+
+The loader is pure apart from reading the file: it returns a `Config` whose jobs carry their
+parsed trigger, or raises `ConfigError` listing everything wrong. Pipelines are not imported
+here (that needs ZenML, which only child processes load); see `scheduler.pipeline_checks`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from scheduler.durations import format_duration, parse_duration
+from scheduler.errors import ConfigError, Problem
+from scheduler.triggers import CronTrigger, IntervalTrigger, OneOffTrigger, Trigger, TriggerError
+from scheduler.yamlsource import SourceMap, load_yaml
+
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+PIPELINE_REF = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+TRIGGER_FIELDS = ("cron", "every", "at")
+SUPPORTED_VERSION = 1
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: dict[str, Any] = {}
+
+
+class JobSpec(BaseModel):
+    """One job as written in schedules.yaml, after `defaults:` were applied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline: str
+    cron: str | None = None
+    every: str | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+    parameters: dict[str, Any] = {}
+    steps: dict[str, StepConfig] = {}
+    enable_cache: bool | None = None
+    enabled: bool = True
+    description: str = ""
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline_ref(cls, value: str) -> str:
+        if not PIPELINE_REF.fullmatch(value):
+            raise ValueError(
+                f"expected 'package.module:attribute' (e.g. pipelines.training:training_pipeline), got {value!r}"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 1:
+            raise ValueError("every must be at least 1s")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronTrigger(value, ZoneInfo("UTC"))
+            except TriggerError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    spec: JobSpec
+    trigger: Trigger
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.spec.timezone)
+
+    @property
+    def trigger_text(self) -> str:
+        if self.spec.cron is not None:
+            return f"cron {self.spec.cron}"
+        if self.spec.every is not None:
+            return f"every {format_duration(parse_duration(self.spec.every))}"
+        assert self.spec.at is not None
+        return f"at {self.spec.at.isoformat()}"
+
+    def spec_dict(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")
+
+    @property
+    def digest(self) -> str:
+        return spec_digest(self.spec_dict())
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    revision: str
+    jobs: dict[str, Job]
+    source: SourceMap = field(repr=False, compare=False)
+
+    @property
+    def project_root(self) -> Path:
+        return self.path.resolve().parent
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate schedules.yaml; raise ConfigError with every problem found."""
+    path = Path(path)
+    display = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(display, 1, 1, f"cannot read config: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(display, 1, 1, f"not UTF-8 text: {exc.reason}")]) from None
+    return parse_config(text, path, revision=hashlib.sha256(raw).hexdigest()[:12])
+
+
+def parse_config(text: str, path: Path, revision: str) -> Config:
+    data, source = load_yaml(text, str(path))
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        raise ConfigError([source.problem((), "the file must be a mapping with 'version' and 'jobs'")])
+    for key in data:
+        if key not in ("version", "defaults", "jobs"):
+            problems.append(source.problem((key,), f"unknown key {key!r}; expected version, defaults, jobs", key=True))
+    if "version" not in data:
+        problems.append(source.problem((), f"missing 'version: {SUPPORTED_VERSION}'"))
+    elif data["version"] != SUPPORTED_VERSION:
+        problems.append(
+            source.problem(("version",), f"unsupported version {data['version']!r}; expected {SUPPORTED_VERSION}")
+        )
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.append(source.problem(("defaults",), "defaults must be a mapping of job fields"))
+        defaults = {}
+    for key in defaults:
+        if key not in JobSpec.model_fields:
+            problems.append(source.problem(("defaults", key), _unknown_field(key), key=True))
+    defaults = {k: v for k, v in defaults.items() if k in JobSpec.model_fields}
+    jobs_raw = data.get("jobs")
+    if jobs_raw is None:
+        jobs_raw = {}
+        if "jobs" not in data:
+            problems.append(source.problem((), "missing 'jobs' mapping"))
+    if not isinstance(jobs_raw, dict):
+        problems.append(source.problem(("jobs",), "jobs must be a mapping of job name to job"))
+        jobs_raw = {}
+    jobs: dict[str, Job] = {}
+    for name, raw_job in jobs_raw.items():
+        job = _build_job(str(name), raw_job, defaults, source, problems)
+        if job is not None:
+            jobs[job.name] = job
+    if problems:
+        raise ConfigError(sorted(set(problems), key=lambda p: (p.line, p.column, p.message)))
+    return Config(path=path, revision=revision, jobs=jobs, source=source)
+
+
+def _unknown_field(key: str) -> str:
+    return f"unknown job field {key!r}; allowed: {', '.join(JobSpec.model_fields)}"
+
+
+def _build_job(name: str, raw: Any, defaults: dict[str, Any], source: SourceMap, problems: list[Problem]) -> Job | None:
+    where: tuple[str, ...] = ("jobs", name)
+    if not JOB_NAME.fullmatch(name):
+        problems.append(
+            source.problem(where, f"invalid job name {name!r}: use letters, digits, '_', '-', '.' (max 100)", key=True)
+        )
+        return None
+    if not isinstance(raw, dict):
+        problems.append(source.problem(where, f"job {name!r} must be a mapping of job fields"))
+        return None
+    origin: dict[str, tuple[str, ...]] = {}
+    merged: dict[str, Any] = {}
+    job_sets_trigger = any(key in raw for key in TRIGGER_FIELDS)
+    for key, value in defaults.items():
+        if key in TRIGGER_FIELDS and job_sets_trigger:
+            continue  # a job's own trigger replaces the default trigger as a whole
+        merged[key], origin[key] = value, ("defaults",)
+    for key, value in raw.items():
+        merged[key], origin[key] = value, where
+    triggers = [key for key in TRIGGER_FIELDS if merged.get(key) is not None]
+    if len(triggers) != 1:
+        found = ", ".join(triggers) if triggers else "none"
+        problems.append(
+            source.problem(
+                where, f"job {name!r} needs exactly one trigger of cron, every, at (found: {found})", key=True
+            )
+        )
+    try:
+        spec = JobSpec.model_validate(merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append(_pydantic_problem(error, name, origin, source))
+        return None
+    if len(triggers) != 1:
+        return None
+    try:
+        trigger = _trigger(spec)
+    except TriggerError as exc:
+        field_name = triggers[0]
+        problems.append(source.problem((*origin[field_name], field_name), str(exc)))
+        return None
+    return Job(name=name, spec=spec, trigger=trigger)
+
+
+def _trigger(spec: JobSpec) -> Trigger:
+    zone = ZoneInfo(spec.timezone)
+    if spec.cron is not None:
+        return CronTrigger(spec.cron, zone)
+    if spec.every is not None:
+        return IntervalTrigger(int(parse_duration(spec.every)))
+    assert spec.at is not None
+    at = spec.at if spec.at.tzinfo is not None else spec.at.replace(tzinfo=zone)
+    return OneOffTrigger(at)
+
+
+def _pydantic_problem(error: Any, job: str, origin: dict[str, tuple[str, ...]], source: SourceMap) -> Problem:
+    loc = tuple(error["loc"])
+    first = str(loc[0]) if loc else ""
+    base = origin.get(first, ("jobs", job))
+    path = (*base, *loc) if loc else ("jobs", job)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return source.problem(path, _unknown_field(first), key=True)
+        return source.problem(path, f"unknown key {loc[-1]!r}", key=True)
+    if kind == "missing":
+        return source.problem(
+            ("jobs", job), f"job {job!r} is missing required field {'.'.join(map(str, loc))!r}", key=True
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    return source.problem(path, f"{'.'.join(map(str, loc))}: {message}")

@@ -1,0 +1,36 @@
+"""Human durations: ``30s``, ``15m``, ``2h``, ``1d``, or combinations such as ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+)([smhd])")
+_WHOLE = re.compile(r"(?:\d+[smhd])+")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in a duration; plain numbers are seconds. Raises ValueError with the accepted forms."""
+    if isinstance(text, bool):
+        raise ValueError(f"expected a duration such as 30s, 15m, 2h or 1d, got {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError(f"duration must not be negative, got {text}")
+        return float(text)
+    cleaned = text.strip().lower()
+    if not _WHOLE.fullmatch(cleaned):
+        raise ValueError(f"expected a duration such as 30s, 15m, 2h, 1d or 1h30m, got {text!r}")
+    return float(sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned)))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling: 90 -> '1m30s', 86400 -> '1d'."""
+    remaining = int(seconds)
+    if remaining == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

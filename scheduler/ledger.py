@@ -1,0 +1,306 @@
+"""Run, job and request bookkeeping in the state database, each change with its audit event.
+
+Every function takes a connection inside the caller's write transaction, so a run row and the
+audit events that explain it commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from scheduler.audit import Event, append
+from scheduler.config import Config, Job
+from scheduler.planner import (
+    ACTIVE_STATUSES,
+    FireRequest,
+    JobState,
+    Launch,
+    Skip,
+    decide,
+)
+from scheduler.store import jobs, requests, runs
+
+DAEMON = "daemon"
+
+
+def launch_spec(job: Job, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The fully resolved inputs of one run, as stored on its row and shown in the audit trail."""
+    return {
+        "pipeline": job.spec.pipeline,
+        "parameters": {**job.spec.parameters, **overrides},
+        "steps": {name: step.model_dump() for name, step in job.spec.steps.items()},
+        "enable_cache": job.spec.enable_cache,
+    }
+
+
+def _insert_ignoring_duplicates(conn: Connection, values: dict[str, Any]) -> int | None:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(runs).values(**values).on_conflict_do_nothing().returning(runs.c.id)
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class FireResult:
+    queued: list[int]
+    skipped: int
+    duplicates: int
+
+
+def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: datetime, grace: timedelta) -> FireResult:
+    """Decide and record each request: a queued run row, a skipped row, or a duplicate (audit only)."""
+    batch = list(batch)
+    names = {request.job for request in batch}
+    paused = {
+        row.name: row.paused for row in conn.execute(select(jobs.c.name, jobs.c.paused).where(jobs.c.name.in_(names)))
+    }
+    active = dict(
+        conn.execute(
+            select(runs.c.job, func.count())
+            .where(runs.c.job.in_(names), runs.c.status.in_(ACTIVE_STATUSES))
+            .group_by(runs.c.job)
+        ).all()
+    )
+    events: list[Event] = []
+    queued: list[int] = []
+    skipped = duplicates = 0
+    last_slots: dict[str, datetime] = {}
+    for request in batch:
+        job = config.jobs.get(request.job)
+        state = JobState(
+            exists=job is not None, paused=paused.get(request.job, False), active_runs=active.get(request.job, 0)
+        )
+        decision = decide(request, state, now, grace)
+        spec = launch_spec(job, request.parameters) if job is not None else None
+        row = {
+            "run_key": request.run_key,
+            "attempt": 1,
+            "job": request.job,
+            "trigger": request.trigger,
+            "scheduled_for": request.scheduled_for,
+            "created_at": now,
+            "source": request.source,
+            "config_revision": config.revision,
+            "parameters_json": json.dumps(spec) if spec else None,
+        }
+        if isinstance(decision, Skip):
+            row.update(status="skipped", reason=f"{decision.code}: {decision.reason}", finished_at=now)
+        else:
+            row.update(status="queued")
+        run_id = _insert_ignoring_duplicates(conn, row)
+        base = {
+            "job": request.job,
+            "run_key": request.run_key,
+            "config_revision": config.revision,
+            "source": request.source,
+        }
+        if request.scheduled_for is not None and request.trigger != "manual":
+            last_slots[request.job] = max(last_slots.get(request.job, request.scheduled_for), request.scheduled_for)
+        slot = {
+            "scheduled_for": request.scheduled_for.isoformat() if request.scheduled_for else None,
+            "trigger": request.trigger,
+        }
+        if run_id is None:
+            duplicates += 1
+            events.append(
+                Event(
+                    "skip",
+                    **base,
+                    details={**slot, "code": "duplicate", "reason": "run key already taken; slot not launched twice"},
+                )
+            )
+        elif isinstance(decision, Launch):
+            queued.append(run_id)
+            active[request.job] = active.get(request.job, 0) + 1
+            events.append(Event("fire", **base, details={**slot, "run_id": run_id, "launch": spec}))
+        else:
+            skipped += 1
+            events.append(Event("skip", **base, details={**slot, "code": decision.code, "reason": decision.reason}))
+            _count_outcome(conn, request.job, "skipped", request.run_key, now)
+    for name, slot_time in last_slots.items():
+        job = config.jobs.get(name)
+        next_fire = job.trigger.next_after(max(slot_time, now)) if job is not None else None
+        conn.execute(update(jobs).where(jobs.c.name == name).values(next_fire_at=next_fire))
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.name == name, (jobs.c.last_slot.is_(None)) | (jobs.c.last_slot < slot_time))
+            .values(last_slot=slot_time)
+        )
+    append(conn, now, events)
+    return FireResult(queued, skipped, duplicates)
+
+
+def _count_outcome(conn: Connection, job: str, outcome: str, run_key: str, now: datetime) -> None:
+    counter = {"succeeded": jobs.c.succeeded, "failed": jobs.c.failed, "skipped": jobs.c.skipped}.get(outcome)
+    values: dict[Any, Any] = {"last_outcome": outcome, "last_outcome_at": now, "last_run_key": run_key}
+    if counter is not None:
+        values[counter.name] = counter + 1
+    conn.execute(update(jobs).where(jobs.c.name == job).values(**values))
+
+
+def take_requests(conn: Connection, limit: int = 1000) -> list[FireRequest]:
+    """Claim manual requests written by other processes (the CLI, later the API)."""
+    rows = conn.execute(
+        select(requests).where(requests.c.handled_at.is_(None)).order_by(requests.c.id).limit(limit)
+    ).all()
+    if not rows:
+        return []
+    conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=func.now()))
+    return [
+        FireRequest(
+            job=r.job,
+            trigger="manual",
+            run_key=r.run_key,
+            source=r.source,
+            parameters=json.loads(r.parameters_json or "{}"),
+        )
+        for r in rows
+    ]
+
+
+def add_request(
+    conn: Connection,
+    job: str,
+    run_key: str,
+    parameters: dict[str, Any],
+    source: str,
+    now: datetime,
+    revision: str | None,
+) -> None:
+    conn.execute(
+        insert(requests).values(
+            job=job, run_key=run_key, parameters_json=json.dumps(parameters), source=source, created_at=now
+        )
+    )
+    append(conn, now, [Event("manual-trigger", source, job, run_key, revision, {"parameters": parameters})])
+
+
+def queued_runs(conn: Connection, limit: int) -> list[Any]:
+    return conn.execute(select(runs).where(runs.c.status == "queued").order_by(runs.c.id).limit(limit)).all()
+
+
+def mark_started(conn: Connection, run: Any, log_path: str, now: datetime) -> None:
+    """Claim a queued run for launch; committed before the child is spawned."""
+    conn.execute(update(runs).where(runs.c.id == run.id).values(status="running", started_at=now, log_path=log_path))
+    conn.execute(update(jobs).where(jobs.c.name == run.job).values(runs_total=jobs.c.runs_total + 1))
+
+
+def mark_launch_failed(conn: Connection, run: Any, error: str, now: datetime) -> None:
+    conn.execute(update(runs).where(runs.c.id == run.id).values(status="failed", error=error, finished_at=now))
+    _count_outcome(conn, run.job, "failed", run.run_key, now)
+    append(
+        conn,
+        now,
+        [
+            Event(
+                "run-failed",
+                DAEMON,
+                run.job,
+                run.run_key,
+                run.config_revision,
+                {"run_id": run.id, "error": error, "stage": "launch"},
+            )
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: int
+    status: str  # succeeded | failed | cancelled | lost
+    exit_code: int | None = None
+    zenml_run_id: str | None = None
+    zenml_run_name: str | None = None
+    error: str | None = None
+
+
+def record_outcome(conn: Connection, outcome: Outcome, now: datetime) -> None:
+    run = conn.execute(select(runs).where(runs.c.id == outcome.run_id)).one()
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == outcome.run_id)
+        .values(
+            status=outcome.status,
+            finished_at=now,
+            exit_code=outcome.exit_code,
+            zenml_run_id=outcome.zenml_run_id,
+            zenml_run_name=outcome.zenml_run_name,
+            error=outcome.error,
+        )
+    )
+    _count_outcome(conn, run.job, outcome.status, run.run_key, now)
+    duration = (now - run.started_at).total_seconds() if run.started_at else None
+    append(
+        conn,
+        now,
+        [
+            Event(
+                f"run-{outcome.status}",
+                DAEMON,
+                run.job,
+                run.run_key,
+                run.config_revision,
+                {
+                    "run_id": run.id,
+                    "exit_code": outcome.exit_code,
+                    "zenml_run_id": outcome.zenml_run_id,
+                    "error": outcome.error,
+                    "duration_s": duration,
+                },
+            )
+        ],
+    )
+
+
+def runs_in(conn: Connection, statuses: tuple[str, ...]) -> list[Any]:
+    return conn.execute(select(runs).where(runs.c.status.in_(statuses)).order_by(runs.c.id)).all()
+
+
+def set_paused(conn: Connection, job: str, paused: bool, source: str, now: datetime, reason: str | None = None) -> bool:
+    """Pause or resume; returns False when the job is unknown. Audited either way it changes."""
+    row = conn.execute(select(jobs.c.paused).where(and_(jobs.c.name == job, jobs.c.removed_at.is_(None)))).first()
+    if row is None:
+        return False
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.name == job)
+        .values(paused=paused, paused_reason=reason if paused else None, updated_at=now)
+    )
+    append(
+        conn,
+        now,
+        [Event("pause" if paused else "resume", source, job, details={"was_paused": row.paused, "reason": reason})],
+    )
+    return True
+
+
+def set_pid(
+    conn: Connection, run: Any, pid: int, pid_start: str | None, run_name: str, log_path: str, now: datetime
+) -> None:
+    conn.execute(update(runs).where(runs.c.id == run.id).values(pid=pid, pid_start=pid_start, zenml_run_name=run_name))
+    append(
+        conn,
+        now,
+        [
+            Event(
+                "run-started",
+                DAEMON,
+                run.job,
+                run.run_key,
+                run.config_revision,
+                {
+                    "run_id": run.id,
+                    "pid": pid,
+                    "zenml_run_name": run_name,
+                    "log": log_path,
+                    "launch": json.loads(run.parameters_json or "{}"),
+                },
+            )
+        ],
+    )

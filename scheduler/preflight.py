@@ -1,0 +1,80 @@
+"""Check that each job's pipeline, parameters and steps exist and fit, in a child process.
+
+Importing pipelines means importing ZenML, which the daemon never does itself; the checker
+(`scheduler.pipeline_check`) runs in a child and answers with data that we position in the
+file with the config's source map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from scheduler.config import Config
+from scheduler.errors import Problem, SchedulerError
+from scheduler.runner import child_env
+
+CHECK_MODULE = "scheduler.pipeline_check"
+
+
+def check_request(
+    config: Config, overrides: Mapping[str, Mapping[str, Any]] | None = None, only: Iterable[str] | None = None
+) -> dict[str, Any]:
+    overrides = overrides or {}
+    names = set(config.jobs if only is None else only)
+    return {
+        "project_root": str(config.project_root),
+        "jobs": {
+            name: {
+                "pipeline": job.spec.pipeline,
+                "parameters": {**job.spec.parameters, **overrides.get(name, {})},
+                "steps": {step: cfg.model_dump() for step, cfg in job.spec.steps.items()},
+            }
+            for name, job in config.jobs.items()
+            if name in names
+        },
+    }
+
+
+def check_pipelines(
+    config: Config,
+    python: str,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    only: Iterable[str] | None = None,
+    timeout: float = 300.0,
+) -> list[Problem]:
+    """Problems found in the pipelines the config names; raise SchedulerError if the checker fails."""
+    if not config.jobs:
+        return []
+    request = check_request(config, overrides, only)
+    with tempfile.TemporaryDirectory(prefix="zenml-scheduler-check-") as tmp:
+        request_path, answer_path = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        request_path.write_text(json.dumps(request, default=str))
+        proc = subprocess.run(
+            [python, "-m", CHECK_MODULE, str(request_path), str(answer_path)],
+            cwd=config.project_root,
+            env=child_env(os.environ if env is None else env, config.project_root),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        try:
+            answer = json.loads(answer_path.read_text())
+        except (OSError, ValueError):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise SchedulerError(f"the pipeline checker failed (exit {proc.returncode}): " + " | ".join(tail)) from None
+    problems = []
+    for error in answer.get("errors", []):
+        path = tuple(error["path"])
+        # A wrong name is shown at the key; a wrong value at the value.
+        at_key = error.get("kind") in ("unknown", "conflict")
+        problems.append(config.source.problem(path, error["message"], key=at_key))
+    return problems

@@ -1,0 +1,51 @@
+"""Diff the jobs in schedules.yaml against the jobs the state database knows (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobChange:
+    name: str
+    fields: dict[str, tuple[Any, Any]]  # field -> (old, new)
+
+
+@dataclass(frozen=True)
+class Diff:
+    added: list[str] = field(default_factory=list)
+    changed: list[JobChange] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+TRIGGER_FIELDS = ("cron", "every", "at", "timezone")
+
+
+def diff_jobs(desired: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]) -> Diff:
+    """Compare job specs by name; a changed job lists exactly the fields that differ."""
+    result = Diff()
+    for name in sorted(desired):
+        if name not in current:
+            result.added.append(name)
+            continue
+        old, new = current[name], desired[name]
+        fields = {
+            key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)
+        }
+        if fields:
+            result.changed.append(JobChange(name, fields))
+        else:
+            result.unchanged.append(name)
+    result.removed.extend(sorted(name for name in current if name not in desired))
+    return result
+
+
+def trigger_changed(change: JobChange) -> bool:
+    """A changed trigger or timezone means the old slot grid no longer applies."""
+    return any(key in change.fields for key in TRIGGER_FIELDS)

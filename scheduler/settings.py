@@ -1,0 +1,85 @@
+"""Process settings.
+
+Precedence, highest first: command-line flags, ``ZENML_SCHEDULER_*`` environment variables,
+a ``.env`` file in the working directory, built-in defaults. Durations accept ``30s``/``10m``
+or plain seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.durations import parse_duration
+from scheduler.errors import SettingsError
+
+STATE_DIR_NAME = ".zenml-scheduler"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZENML_SCHEDULER_",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config: Path = Field(Path("schedules.yaml"), description="Path of schedules.yaml.")
+    db_url: str | None = Field(None, description="SQLAlchemy URL of the state database; default SQLite in state_dir.")
+    state_dir: Path | None = Field(
+        None, description="Run logs and the default database; default .zenml-scheduler beside the config."
+    )
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    misfire_grace: float = Field(600.0, description="Seconds a missed slot stays eligible to fire.")
+    max_concurrent_runs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    shutdown_grace: float = Field(60.0, description="Seconds to let runs finish on SIGTERM.")
+    kill_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL for a child.")
+    lease_ttl: float = Field(15.0, gt=1, description="Seconds without heartbeat before a lease expires.")
+    python: str = Field(sys.executable, description="Interpreter for child processes.")
+
+    @field_validator("misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @property
+    def project_root(self) -> Path:
+        return self.config.resolve().parent
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return (self.state_dir or self.project_root / STATE_DIR_NAME).resolve()
+
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.resolved_state_dir / 'state.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from flags (`overrides`, None meaning "not given"), environment, .env, defaults."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            env_name = f"ZENML_SCHEDULER_{name.upper()}"
+            lines.append(f"setting {name} ({env_name}): {error['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password replaced, safe to print and log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

@@ -1,0 +1,257 @@
+"""The state database: tables, engine set-up, and versioned migrations.
+
+SQLite (WAL) by default, PostgreSQL through the same SQLAlchemy Core code. Writers use
+`Store.write()`, which on SQLite takes the write lock up front (BEGIN IMMEDIATE) so that a
+read-then-write never fails half-way with "database is locked".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from scheduler.errors import SchemaTooNewError, StateError
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored naive-UTC on every engine."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the state database")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+lease = Table(
+    "lease",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("holder", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_start", String(32)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("config_path", Text),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("spec_json", Text, nullable=False),
+    Column("digest", String(16), nullable=False),
+    Column("trigger", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_reason", Text),
+    Column("last_slot", UTCDateTime),
+    Column("next_fire_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("removed_at", UTCDateTime),
+    Column("runs_total", Integer, nullable=False, default=0),
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("last_outcome", String(20)),
+    Column("last_outcome_at", UTCDateTime),
+    Column("last_run_key", String(400)),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_key", String(400), nullable=False),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("job", String(100), nullable=False),
+    Column("trigger", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("scheduled_for", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("pid", Integer),
+    Column("pid_start", String(32)),
+    Column("exit_code", Integer),
+    Column("zenml_run_id", String(64)),
+    Column("zenml_run_name", String(255)),
+    Column("error", Text),
+    Column("parameters_json", Text),
+    Column("log_path", Text),
+    Column("config_revision", String(16)),
+    Column("source", String(200), nullable=False),
+    UniqueConstraint("run_key", "attempt", name="uq_runs_run_key_attempt"),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_job_id", "job", "id"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job", String(100), nullable=False),
+    Column("run_key", String(400), nullable=False, unique=True),
+    Column("parameters_json", Text),
+    Column("source", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("handled_at", UTCDateTime),
+    Index("ix_requests_pending", "handled_at"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("job", String(100)),
+    Column("run_key", String(400)),
+    Column("source", String(200), nullable=False),
+    Column("config_revision", String(16)),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_job", "job"),
+)
+
+# Each entry upgrades the schema from version N to N+1 for databases created by older releases.
+# A new database is created at SCHEMA_VERSION directly from `metadata`.
+MIGRATIONS: list[Callable[[Connection], None]] = []
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+class Store:
+    """One state database. Thread-safe: every call checks a connection out of the pool."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self.engine = _make_engine(url, self.is_sqlite)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(write_lock=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _make_engine(url: str, is_sqlite: bool) -> Engine:
+    if not is_sqlite:
+        return create_engine(url, pool_pre_ping=True, future=True)
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("write_lock")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_store(url: str) -> Store:
+    """Open the database at `url`, creating or migrating its schema; raise StateError if unusable."""
+    try:
+        store = Store(url)
+    except OSError as exc:
+        raise StateError(f"cannot open state database {_safe(url)}: {exc}") from None
+    try:
+        migrate(store)
+    except OperationalError as exc:
+        store.close()
+        raise StateError(f"cannot open state database {_safe(url)}: {exc.orig}") from None
+    return store
+
+
+def migrate(store: Store) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    with store.write() as conn:
+        if not store.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
+        if not inspect(conn).has_table("meta"):
+            metadata.create_all(conn)
+            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            return 0
+        found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"state database schema version {found} is newer than this zenml-scheduler "
+                f"supports ({SCHEMA_VERSION}); upgrade zenml-scheduler"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            MIGRATIONS[version - 1](conn)
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        return found
+
+
+def _safe(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,74 @@
+"""Shared fixtures: state databases on SQLite and (where reachable) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests import zenml_env
+from tests.harness import Project
+
+PG_URL = os.environ.get("ZENML_SCHEDULER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_unavailable() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[dev]')"
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"no PostgreSQL at {PG_URL}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_skip_reason() -> str | None:
+    return _pg_unavailable()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_skip_reason: str | None) -> Iterator[str]:
+    """A fresh, empty state database URL on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    if pg_skip_reason:
+        pytest.skip(pg_skip_reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def zenml_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ZenML config/store for the whole session, initialised once up front: its first
+    initialisation is slow, and two processes initialising the same new store at once race."""
+    path = tmp_path_factory.mktemp("zenml-config")
+    zenml_env.init_store(path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, zenml_config: Path) -> Iterator[Project]:
+    proj = Project.create(tmp_path / "project", zenml_config)
+    try:
+        yield proj
+    finally:
+        proj.cleanup()

@@ -1,0 +1,128 @@
+"""Real-process test harness: a temporary project, the CLI and the daemon as subprocesses."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.zenml_env import FIXTURES, REPO_ROOT, child_env
+
+REPO = REPO_ROOT
+TINYPIPES = FIXTURES / "tinypipes"
+
+
+def base_env(zenml_config: Path) -> dict[str, str]:
+    """The daemon's environment: the children's, minus the project folder (the daemon adds it)."""
+    env = child_env(REPO, zenml_config)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class DaemonProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    out_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    @property
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace") + self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+    daemons: list[DaemonProcess] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, root: Path, zenml_config: Path, with_tinypipes: bool = True) -> Project:
+        root.mkdir(parents=True, exist_ok=True)
+        if with_tinypipes:
+            shutil.copytree(TINYPIPES, root / "tinypipes", ignore=shutil.ignore_patterns("__pycache__"))
+        return cls(root, base_env(zenml_config))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "schedules.yaml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / ".zenml-scheduler" / "state.db"
+
+    def write_config(self, text: str) -> None:
+        self.config.write_text(text)
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "scheduler", *args, "--config", str(self.config)],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start_daemon(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        n = len(self.daemons)
+        log_path, out_path = self.root / f"daemon-{n}.log", self.root / f"daemon-{n}.out"
+        with open(log_path, "wb") as log, open(out_path, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", "run", "--config", str(self.config), "--log-format", "json", *args],
+                cwd=self.root,
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=log,
+            )
+        daemon = DaemonProcess(process, log_path, out_path)
+        self.daemons.append(daemon)
+        return daemon
+
+    def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        if not self.db_path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []  # schema not created yet
+        finally:
+            conn.close()
+
+    def runs(self) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM runs ORDER BY id")
+
+    def cleanup(self) -> None:
+        for daemon in self.daemons:
+            if daemon.process.poll() is None:
+                daemon.process.kill()
+                daemon.process.wait(timeout=10)

@@ -1,0 +1,59 @@
+"""Pure diffing of desired vs stored job specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.durations import format_duration, parse_duration
+from scheduler.reconcile import diff_jobs, trigger_changed
+
+
+def spec(**fields: object) -> dict[str, object]:
+    return {"pipeline": "a.b:c", "cron": None, "every": "1m", "timezone": "UTC", "parameters": {}, **fields}
+
+
+def test_diff_classifies_every_job() -> None:
+    diff = diff_jobs(
+        {"same": spec(), "new": spec(), "params": spec(parameters={"x": 2}), "moved": spec(every="5m")},
+        {"same": spec(), "gone": spec(), "params": spec(parameters={"x": 1}), "moved": spec()},
+    )
+    assert diff.added == ["new"]
+    assert diff.removed == ["gone"]
+    assert diff.unchanged == ["same"]
+    changes = {c.name: c for c in diff.changed}
+    assert changes["params"].fields == {"parameters": ({"x": 1}, {"x": 2})}
+    assert not trigger_changed(changes["params"])
+    assert changes["moved"].fields == {"every": ("1m", "5m")}
+    assert trigger_changed(changes["moved"])
+    assert not diff.empty
+
+
+def test_identical_configs_give_an_empty_diff() -> None:
+    diff = diff_jobs({"a": spec()}, {"a": spec()})
+    assert diff.empty and diff.unchanged == ["a"]
+
+
+def test_a_field_that_appears_counts_as_a_change() -> None:
+    old = spec()
+    old.pop("parameters")
+    change = diff_jobs({"a": spec(parameters={"k": 1})}, {"a": old}).changed[0]
+    assert change.fields == {"parameters": (None, {"k": 1})}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), (" 10M ", 600), (5, 5.0), (2.5, 2.5)],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "5", "1w", "-1s", "m5", "1.5h", True, -3])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (90, "1m30s"), (86400, "1d"), (93784, "1d2h3m4s")])
+def test_format_duration(seconds: int, text: str) -> None:
+    assert format_duration(seconds) == text

@@ -1,0 +1,225 @@
+"""The state database on SQLite and PostgreSQL: schema, exactly-once run keys, the audit chain."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, insert, select, update
+
+from scheduler import audit, ledger
+from scheduler.catalog import apply_config, catch_up_requests
+from scheduler.config import load_config
+from scheduler.errors import LeaseHeldError, SchemaTooNewError, StateError
+from scheduler.lease import Lease, current_holder
+from scheduler.planner import FireRequest, slot_run_key
+from scheduler.store import SCHEMA_VERSION, jobs, meta, open_store, runs
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+GRACE = timedelta(minutes=10)
+
+CONFIG = """\
+version: 1
+jobs:
+  a: {pipeline: x.y:z, every: 1m}
+  b: {pipeline: x.y:z, cron: "0 2 * * *", timezone: Europe/Berlin}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path):
+    path = tmp_path / "schedules.yaml"
+    path.write_text(CONFIG)
+    return load_config(path)
+
+
+def test_schema_is_versioned_and_reopening_is_idempotent(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.read() as conn:
+        assert conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one() == str(
+            SCHEMA_VERSION
+        )
+    store.close()
+    open_store(db_url).close()
+
+
+def test_newer_schema_is_refused(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.write() as conn:
+        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1)))
+    store.close()
+    with pytest.raises(SchemaTooNewError, match="upgrade zenml-scheduler"):
+        open_store(db_url)
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'x' / 'state.db'}")
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StateError, match="cannot open state database"):
+        open_store(f"sqlite:///{tmp_path / 'file' / 'state.db'}")
+
+
+def test_same_slot_is_recorded_once(db_url: str, config) -> None:
+    store = open_store(db_url)
+    slot = NOW - timedelta(seconds=5)
+    req = FireRequest("a", "schedule", slot_run_key("a", slot), "test", slot)
+    with store.write() as conn:
+        apply_config(conn, config, NOW - timedelta(hours=1), "test")
+        first = ledger.fire(conn, [req], config, NOW, GRACE)
+    with store.write() as conn:
+        second = ledger.fire(conn, [req, req], config, NOW, GRACE)
+    assert len(first.queued) == 1 and first.duplicates == 0
+    assert second.queued == [] and second.duplicates == 2
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 1
+        events = [e["event"] for e in audit.query(conn, "a")]
+        assert events.count("fire") == 1
+        skips = [e for e in audit.query(conn, "a") if e["event"] == "skip"]
+        assert [s["details"]["code"] for s in skips] == ["duplicate", "duplicate"]
+        assert audit.verify(conn).ok
+
+
+def test_paused_job_slot_is_recorded_as_skipped(db_url: str, config) -> None:
+    store = open_store(db_url)
+    with store.write() as conn:
+        apply_config(conn, config, NOW - timedelta(hours=1), "test")
+        assert ledger.set_paused(conn, "a", True, "test", NOW)
+        result = ledger.fire(
+            conn, [FireRequest("a", "schedule", slot_run_key("a", NOW), "test", NOW)], config, NOW, GRACE
+        )
+    assert result.skipped == 1
+    with store.read() as conn:
+        row = conn.execute(select(runs)).one()
+        assert row.status == "skipped" and row.reason == "paused: job is paused"
+        assert conn.execute(select(jobs.c.skipped).where(jobs.c.name == "a")).scalar_one() == 1
+        assert not ledger.set_paused(conn, "nope", True, "test", NOW)
+
+
+def test_reconcile_applies_only_the_diff(db_url: str, tmp_path: Path, config) -> None:
+    store = open_store(db_url)
+    with store.write() as conn:
+        first = apply_config(conn, config, NOW, "test")
+        ledger.set_paused(conn, "b", True, "test", NOW)
+    assert first.added == ["a", "b"]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        CONFIG.replace("every: 1m", "every: 5m").replace("  b:", "  c: {pipeline: x.y:z, every: 1h}\n  b:")
+    )
+    with store.write() as conn:
+        diff = apply_config(conn, load_config(changed), NOW + timedelta(minutes=1), "test")
+    assert diff.added == ["c"]
+    assert [c.name for c in diff.changed] == ["a"] and diff.changed[0].fields == {"every": ("1m", "5m")}
+    assert diff.unchanged == ["b"] and diff.removed == []
+    removed = tmp_path / "removed.yaml"
+    removed.write_text('version: 1\njobs:\n  b: {pipeline: x.y:z, cron: "0 2 * * *", timezone: Europe/Berlin}\n')
+    with store.write() as conn:
+        diff = apply_config(conn, load_config(removed), NOW + timedelta(minutes=2), "test")
+        assert diff.removed == ["a", "c"]
+        assert conn.execute(select(jobs.c.paused).where(jobs.c.name == "b")).scalar_one() is True
+        events = [e["event"] for e in audit.query(conn)]
+    assert events.count("job-removed") == 2 and events.count("job-changed") == 1 and events.count("config-loaded") == 3
+
+
+def test_catch_up_after_downtime(db_url: str, config) -> None:
+    store = open_store(db_url)
+    with store.write() as conn:
+        apply_config(conn, config, NOW, "test")
+    later = NOW + timedelta(minutes=30, seconds=10)
+    with store.write() as conn:
+        requests = catch_up_requests(conn, config, later, GRACE)
+        assert [r.run_key for r in requests] == ["a@2026-11-27T10:30:00Z"]
+        assert requests[0].trigger == "catchup"
+        # a second start right after must not catch the same slots up again
+        assert catch_up_requests(conn, config, later + timedelta(seconds=1), GRACE) == []
+        skips = [e["details"] for e in audit.query(conn, "a") if e["event"] == "skip"]
+    assert skips[0]["code"] == "missed" and skips[0]["count"] == 20
+    assert [s["code"] for s in skips[1:]] == ["coalesced"] * 9
+
+
+def test_audit_chain_detects_edit_insert_and_delete(db_url: str, config) -> None:
+    store = open_store(db_url)
+    for i in range(5):
+        with store.write() as conn:
+            audit.append(conn, NOW + timedelta(seconds=i), [audit.Event("test", "t", details={"i": i})])
+    with store.read() as conn:
+        assert audit.verify(conn).ok and audit.verify(conn).rows == 5
+    table = audit.audit
+    with store.write() as conn:
+        conn.execute(update(table).where(table.c.id == 3).values(details='{"i":99}'))
+    with store.read() as conn:
+        result = audit.verify(conn)
+    assert not result.ok and result.bad_id == 3 and "edited" in result.reason
+    with store.write() as conn:
+        conn.execute(update(table).where(table.c.id == 3).values(details='{"i":2}'))
+        conn.execute(delete(table).where(table.c.id == 2))
+    with store.read() as conn:
+        result = audit.verify(conn)
+    assert not result.ok and result.bad_id == 3 and "missing" in result.reason
+    with store.write() as conn:
+        row = {
+            "id": 2,
+            "at": NOW,
+            "event": "forged",
+            "job": None,
+            "run_key": None,
+            "source": "x",
+            "config_revision": None,
+            "details": "{}",
+            "prev_hash": "0" * 64,
+            "hash": "f" * 64,
+        }
+        conn.execute(insert(table).values(**row))
+    with store.read() as conn:
+        assert audit.verify(conn).bad_id == 2
+    with store.write() as conn:
+        conn.execute(delete(table).where(table.c.id == 2))
+
+
+def test_audit_chain_detects_a_deleted_tail(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.write() as conn:
+        audit.append(conn, NOW, [audit.Event("a", "t"), audit.Event("b", "t")])
+        conn.execute(delete(audit.audit).where(audit.audit.c.id == 2))
+    with store.read() as conn:
+        result = audit.verify(conn)
+    assert not result.ok and result.bad_id == 2 and "deleted from the end" in result.reason
+
+
+def test_lease_blocks_a_second_daemon_until_released(db_url: str) -> None:
+    store = open_store(db_url)
+    first = Lease(store, timedelta(seconds=15), "a.yaml")
+    first.acquire(NOW)
+    second = Lease(store, timedelta(seconds=15), "a.yaml")
+    with pytest.raises(LeaseHeldError, match=r"pid \d+ on .*running since 2026-11-27T10:00:00"):
+        second.acquire(NOW + timedelta(seconds=5))
+    assert current_holder(store, NOW + timedelta(seconds=5), timedelta(seconds=15)) is not None
+    first.release(NOW + timedelta(seconds=6))
+    assert current_holder(store, NOW + timedelta(seconds=6), timedelta(seconds=15)) is None
+    second.acquire(NOW + timedelta(seconds=7))
+    with pytest.raises(StateError, match="lost its lease"):
+        first.heartbeat(NOW + timedelta(seconds=8))
+    second.heartbeat(NOW + timedelta(seconds=8))
+
+
+def test_expired_lease_can_be_taken_over(db_url: str) -> None:
+    store = open_store(db_url)
+    Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW)
+    Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW + timedelta(seconds=16))
+    with store.read() as conn:
+        started = [e for e in audit.query(conn) if e["event"] == "daemon-started"]
+    assert "previous" in started[-1]["details"]
+
+
+def test_lease_of_a_dead_local_process_is_free(db_url: str) -> None:
+    store = open_store(db_url)
+    dead = Lease(store, timedelta(seconds=15), "a.yaml")
+    dead.pid = 2**22 + 12345  # beyond pid_max on Linux: certainly not alive
+    dead.acquire(NOW)
+    Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW + timedelta(seconds=1))
