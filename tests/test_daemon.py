@@ -6,13 +6,17 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from tests.harness import Project, wait_for
+from tests import zenml_env
+from tests.harness import REPO, Project, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +255,47 @@ def test_missed_slot_outside_grace_is_audited_not_fired(project: Project) -> Non
     skips = [json.loads(r["details"]) for r in project.query("SELECT details FROM audit WHERE event='skip'")]
     assert skips and skips[0]["code"] == "missed" and skips[0]["count"] in (2, 3)
     assert project.runs() == []
+
+
+def test_bundled_schedules_yaml_is_valid(project: Project) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler", "validate", str(REPO / "schedules.yaml")],
+        cwd=project.root,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK (" in result.stdout
+
+
+def test_training_pipeline_end_to_end_through_the_daemon(project: Project) -> None:
+    zenml_env.make_project(project.root / "e2e", with_training=True)
+    e2e = Project(project.root / "e2e", project.env)
+    e2e.write_config(
+        "version: 1\njobs:\n"
+        "  retrain:\n"
+        "    pipeline: pipelines.training:training_pipeline\n"
+        "    cron: '0 3 1 1 *'\n"
+        "    parameters: {data_url: data/train.csv, model_type: random_forest}\n"
+        "    steps: {preprocess: {parameters: {test_size: 0.3}}}\n"
+        "    enable_cache: false\n"
+    )
+    daemon = e2e.start_daemon()
+    project.daemons.append(daemon)
+    wait_for(lambda: "JOB" in daemon.out_path.read_text(), 120, "daemon start")
+    result = e2e.cli("trigger", "retrain", "--param", "model_type=gradient_boosting", "--wait", "--json")
+    assert result.returncode == 0, result.stderr + daemon.output
+    run = json.loads(result.stdout)
+    assert daemon.stop() == 0
+    stored = zenml_env.describe_run(
+        zenml_env.child_env(e2e.root, Path(project.env["ZENML_CONFIG_PATH"])), run["zenml_run_id"]
+    )
+    assert stored["id"] == run["zenml_run_id"] and stored["name"] == run["zenml_run_name"]
+    assert stored["status"] == "completed"
+    assert set(stored["tags"]) >= {"zenml-scheduler", "job:retrain", "trigger:manual"}
+    assert 0.5 < stored["outputs"]["evaluate.accuracy"]["value"] <= 1.0
+    assert run["parameters"]["parameters"]["model_type"] == "gradient_boosting"
+    assert run["parameters"]["steps"] == {"preprocess": {"parameters": {"test_size": 0.3}}}
