@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from scheduler.store import audit, meta
+from scheduler.store import after_commit, audit, meta
 
 log = logging.getLogger("zenml_scheduler.audit")
 
@@ -79,14 +79,20 @@ def append(conn: Connection, at: datetime, events: Iterable[Event]) -> int:
             }
         )
         prev_hash = row_hash
-        log.info(ev.event, extra={"audit": {k: v for k, v in rows[-1].items() if k not in ("prev_hash", "hash")}})
     conn.execute(insert(audit), rows)
+    after_commit(conn, lambda: _log(rows))
     new_head = f"{last_id}:{prev_hash}"
     if head is None:
         conn.execute(insert(meta).values(key=HEAD_KEY, value=new_head))
     else:
         conn.execute(update(meta).where(meta.c.key == HEAD_KEY).values(value=new_head))
     return len(rows)
+
+
+def _log(rows: list[dict[str, Any]]) -> None:
+    """The structured-log twin of each committed event (logged only once it is durable)."""
+    for row in rows:
+        log.info(row["event"], extra={"audit": {k: v for k, v in row.items() if k not in ("prev_hash", "hash")}})
 
 
 def _parse_head(value: str) -> tuple[int, str]:

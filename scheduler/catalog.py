@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
 from scheduler.audit import Event, append
 from scheduler.config import Config
+from scheduler.errors import Problem
 from scheduler.planner import FireRequest, plan_catch_up, slot_run_key, utc_iso
 from scheduler.reconcile import Diff, diff_jobs, trigger_changed
 from scheduler.store import jobs
@@ -143,6 +146,16 @@ def catch_up_requests(conn: Connection, config: Config, now: datetime, grace: ti
         conn.execute(update(jobs).where(jobs.c.name == row.name).values(last_slot=now))
     append(conn, now, events)
     return requests
+
+
+def record_rejected_config(conn: Connection, path: Path, problems: list[Problem], now: datetime, source: str) -> None:
+    """Audit a config that was refused, with every problem, so `audit` shows why nothing changed."""
+    try:
+        revision: str | None = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        revision = None
+    details = {"path": str(path), "problems": [str(p) for p in problems]}
+    append(conn, now, [Event("config-rejected", source, config_revision=revision, details=details)])
 
 
 def refresh_next_fire(conn: Connection, config: Config, now: datetime) -> None:

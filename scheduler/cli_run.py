@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from scheduler.catalog import record_rejected_config
 from scheduler.config import Config, load_config
 from scheduler.errors import ConfigError, LeaseHeldError
 from scheduler.lease import current_holder
@@ -85,7 +86,6 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
             }
         )
         setup_logging(settings.log_format, settings.log_level)
-        config = load_config(settings.config)
         store = open_store(settings.resolved_db_url)
         # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
         holder = current_holder(store, datetime.now(timezone.utc), timedelta(seconds=settings.lease_ttl))
@@ -93,10 +93,12 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
             raise LeaseHeldError(
                 f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}"
             )
-        if not no_check_pipelines:
-            problems = check_pipelines(config, settings.python)
-            if problems:
-                raise ConfigError(problems)
+        try:
+            config = load_checked(settings, check=not no_check_pipelines)
+        except ConfigError as exc:
+            with store.write() as conn:
+                record_rejected_config(conn, settings.config, exc.problems, datetime.now(timezone.utc), "daemon")
+            raise
         daemon = Daemon(settings, config, store)
         daemon.start()
         click.echo(

@@ -162,9 +162,20 @@ audit = Table(
 )
 
 # Each entry upgrades the schema from version N to N+1 for databases created by older releases.
-# A new database is created at SCHEMA_VERSION directly from `metadata`.
+# A new database is created at schema_version() directly from `metadata`.
 MIGRATIONS: list[Callable[[Connection], None]] = []
-SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+def schema_version() -> int:
+    return 1 + len(MIGRATIONS)
+
+
+AFTER_COMMIT = "after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run `callback` once the surrounding `Store.write()` transaction has committed."""
+    conn.info[AFTER_COMMIT].append(callback)
 
 
 class Store:
@@ -177,10 +188,17 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
+        """A write transaction; callbacks queued with `after_commit` run once it has committed."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(write_lock=True)
-            with conn.begin():
-                yield conn
+            conn.info[AFTER_COMMIT] = []
+            try:
+                with conn.begin():
+                    yield conn
+                for callback in conn.info[AFTER_COMMIT]:
+                    callback()
+            finally:
+                conn.info.pop(AFTER_COMMIT, None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -233,23 +251,23 @@ def open_store(url: str) -> Store:
 
 
 def migrate(store: Store) -> int:
-    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    """Bring the schema to schema_version(); return the version found before."""
     with store.write() as conn:
         if not store.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
         if not inspect(conn).has_table("meta"):
             metadata.create_all(conn)
-            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
             return 0
         found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
-        if found > SCHEMA_VERSION:
+        if found > schema_version():
             raise SchemaTooNewError(
                 f"state database schema version {found} is newer than this zenml-scheduler "
-                f"supports ({SCHEMA_VERSION}); upgrade zenml-scheduler"
+                f"supports ({schema_version()}); upgrade zenml-scheduler"
             )
-        for version in range(found, SCHEMA_VERSION):
+        for version in range(found, schema_version()):
             MIGRATIONS[version - 1](conn)
-        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(schema_version())))
         return found
 
 

@@ -96,6 +96,9 @@ def test_invalid_config_exits_2_for_every_command(project: Project) -> None:
         result = project.cli(*command)
         assert result.returncode == 2, command
         assert f"{project.config}:3:35: duplicate key 'every'" in result.stderr
+    rejected = [e for e in json.loads(project.cli("audit", "--json").stdout) if e["event"] == "config-rejected"]
+    assert len(rejected) == 1  # the daemon records why it refused to start
+    assert "duplicate key 'every'" in rejected[0]["details"]["problems"][0]
 
 
 def test_bad_setting_is_a_clear_error(project: Project) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from scheduler import audit, ledger
 from scheduler.catalog import apply_config, catch_up_requests
@@ -14,7 +14,7 @@ from scheduler.config import load_config
 from scheduler.errors import LeaseHeldError, SchemaTooNewError, StateError
 from scheduler.lease import Lease, current_holder
 from scheduler.planner import FireRequest, slot_run_key
-from scheduler.store import SCHEMA_VERSION, jobs, meta, open_store, runs
+from scheduler.store import MIGRATIONS, jobs, meta, open_store, runs, schema_version
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
@@ -39,16 +39,34 @@ def test_schema_is_versioned_and_reopening_is_idempotent(db_url: str) -> None:
     store = open_store(db_url)
     with store.read() as conn:
         assert conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one() == str(
-            SCHEMA_VERSION
+            schema_version()
         )
     store.close()
     open_store(db_url).close()
 
 
+def test_older_schema_is_migrated_in_order(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    open_store(db_url).close()
+    applied: list[int] = []
+
+    def add_notes_table(conn) -> None:  # what a release's migration looks like
+        conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+        applied.append(2)
+
+    monkeypatch.setattr("scheduler.store.MIGRATIONS", [*MIGRATIONS, add_notes_table])
+    store = open_store(db_url)
+    with store.write() as conn:
+        conn.execute(text("INSERT INTO notes (id, body) VALUES (1, 'x')"))
+        assert conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one() == "2"
+    assert applied == [2]
+    open_store(db_url).close()  # already current: nothing runs twice
+    assert applied == [2]
+
+
 def test_newer_schema_is_refused(db_url: str) -> None:
     store = open_store(db_url)
     with store.write() as conn:
-        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1)))
+        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(schema_version() + 1)))
     store.close()
     with pytest.raises(SchemaTooNewError, match="upgrade zenml-scheduler"):
         open_store(db_url)
