@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 
+from sqlalchemy.exc import DBAPIError
+
 from scheduler import ledger
 from scheduler.catalog import apply_config, catch_up_requests, refresh_next_fire
 from scheduler.config import Config
@@ -69,6 +71,8 @@ class Daemon:
         self._next_request_poll = 0.0
         self._maybe_queued = True
         self._early: list[tuple[str, list[datetime]]] = []
+        self._pending_fires: list[FireRequest] = []
+        self._pending_outcomes: list[ledger.Outcome] = []
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,23 +101,26 @@ class Daemon:
     # ---- loop ------------------------------------------------------------------------------
     def tick(self, now: datetime) -> None:
         """One pass: fire due slots and requests, start queued runs, reap children, heartbeat."""
-        batch = self._drain_slots()
-        if not self.stopping and time.monotonic() >= self._next_request_poll:
-            self._next_request_poll = time.monotonic() + 0.5
+        # Slots and outcomes are kept until their transaction commits, so a database hiccup
+        # delays them to the next tick instead of losing them.
+        self._pending_fires += self._drain_slots()
+        poll_requests = not self.stopping and time.monotonic() >= self._next_request_poll
+        if self._pending_fires or poll_requests:
             with self.store.write() as conn:
-                batch += ledger.take_requests(conn)
+                batch = self._pending_fires + (ledger.take_requests(conn) if poll_requests else [])
                 if batch:
                     self._fire(conn, batch, now)
-        elif batch:
-            with self.store.write() as conn:
-                self._fire(conn, batch, now)
+            self._pending_fires = []
+            if poll_requests:
+                self._next_request_poll = time.monotonic() + 0.5
         if not self.stopping:
             self._start_queued(now)
-        outcomes = self.runner.poll()
-        if outcomes:
+        self._pending_outcomes += self.runner.poll()
+        if self._pending_outcomes:
             with self.store.write() as conn:
-                for outcome in outcomes:
+                for outcome in self._pending_outcomes:
                     ledger.record_outcome(conn, outcome, now)
+            self._pending_outcomes = []
             self._maybe_queued = True
         if time.monotonic() >= self._next_heartbeat:
             self.lease.heartbeat(now)
@@ -183,7 +190,11 @@ class Daemon:
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while True:
-                self.tick(self.now())
+                try:
+                    self.tick(self.now())
+                except DBAPIError as exc:  # the database is away: keep children, retry shortly
+                    log.error("state database error, retrying in 1s: %s", exc.orig)
+                    time.sleep(1)
                 if self.stopping and self._shutdown_step():
                     break
                 with contextlib.suppress(queue.Empty):
