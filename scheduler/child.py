@@ -34,16 +34,15 @@ folder (``zenml init``) is needed and sources are recorded as user code.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+from scheduler.launch_protocol import LaunchResult, LaunchSpec, read_spec, utc_now_iso, write_result
+from scheduler.pipeline_loading import PipelineRefError, load_pipeline
 
 if TYPE_CHECKING:
     from zenml.models import PipelineRunResponse
@@ -56,129 +55,12 @@ EXIT_NOT_STARTED = 3
 _MAX_ERROR_CHARS = 2000
 
 
-class SpecError(ValueError):
-    """The launch spec is missing a field or has one of the wrong type."""
-
-
 class Cancelled(BaseException):
     """Raised in the main thread when a stop signal arrives outside a step.
 
     A BaseException so that ``except Exception`` blocks in ZenML or user code
     do not swallow it.
     """
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """One launch, as written by the daemon."""
-
-    run_key: str
-    job: str
-    pipeline: str
-    project_root: str
-    run_name: str
-    result_path: str
-    parameters: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    enable_cache: bool | None = None
-    tags: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> LaunchSpec:
-        """Validate a decoded spec.
-
-        Raises:
-            SpecError: Naming the first offending field.
-        """
-        if not isinstance(raw, dict):
-            raise SpecError("spec must be a JSON object")
-
-        def text(name: str) -> str:
-            value = raw.get(name)
-            if not isinstance(value, str) or not value:
-                raise SpecError(f"spec field {name!r} must be a non-empty string")
-            return value
-
-        def absolute(name: str) -> str:
-            value = text(name)
-            if not os.path.isabs(value):
-                raise SpecError(f"spec field {name!r} must be an absolute path")
-            return value
-
-        parameters = raw.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise SpecError("spec field 'parameters' must be an object")
-        steps = raw.get("steps") or {}
-        if not isinstance(steps, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("parameters", {}), dict) for v in steps.values()
-        ):
-            raise SpecError("spec field 'steps' must map step names to {\"parameters\": {...}}")
-        enable_cache = raw.get("enable_cache")
-        if enable_cache is not None and not isinstance(enable_cache, bool):
-            raise SpecError("spec field 'enable_cache' must be true, false or null")
-        tags = raw.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise SpecError("spec field 'tags' must be a list of strings")
-        project_root = absolute("project_root")
-        if not Path(project_root).is_dir():
-            raise SpecError(f"project_root {project_root!r} is not a folder")
-        return cls(
-            run_key=text("run_key"),
-            job=text("job"),
-            pipeline=text("pipeline"),
-            project_root=project_root,
-            run_name=text("run_name"),
-            result_path=absolute("result_path"),
-            parameters=parameters,
-            steps=steps,
-            enable_cache=enable_cache,
-            tags=tags,
-        )
-
-
-@dataclass
-class LaunchResult:
-    """What the daemon reads back from ``result_path``."""
-
-    status: str
-    started_at: str
-    finished_at: str = ""
-    zenml_run_id: str | None = None
-    zenml_run_name: str | None = None
-    zenml_status: str | None = None
-    error: str | None = None
-
-    def to_json(self) -> str:
-        """Serialise with a fixed key order (readable when inspected by hand)."""
-        return json.dumps(
-            {
-                "status": self.status,
-                "zenml_run_id": self.zenml_run_id,
-                "zenml_run_name": self.zenml_run_name,
-                "zenml_status": self.zenml_status,
-                "error": self.error,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-            }
-        )
-
-
-def utc_now_iso() -> str:
-    """Current time as ISO-8601 with an explicit UTC offset."""
-    return datetime.now(timezone.utc).isoformat()
-
-
-def write_result(path: str, result: LaunchResult) -> None:
-    """Write the result so a reader never sees a partial file."""
-    result.finished_at = result.finished_at or utc_now_iso()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(result.to_json())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
 
 
 def concise_error(exc: BaseException) -> str:
@@ -316,8 +198,6 @@ def _fill_from_run(result: LaunchResult, run: PipelineRunResponse) -> None:
 
 def launch(spec: LaunchSpec, guard: SignalGuard, result: LaunchResult) -> int:
     """Import, configure and run the pipeline; fill ``result``; return the exit code."""
-    from scheduler.pipeline_check import PipelineRefError, load_pipeline
-
     print(f"run {spec.run_name}: job {spec.job}, pipeline {spec.pipeline}", flush=True)
     try:
         configured = _apply_options(load_pipeline(spec.pipeline, spec.project_root), spec)
@@ -382,22 +262,6 @@ def _settle(
     return EXIT_FAILED
 
 
-def _read_spec(path: str) -> tuple[LaunchSpec | None, str | None, str | None]:
-    """Return (spec, result_path, error); result_path is best effort for errors."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except (OSError, ValueError) as exc:
-        return None, None, f"cannot read spec {path}: {exc}"
-    result_path = raw.get("result_path") if isinstance(raw, dict) else None
-    if not (isinstance(result_path, str) and os.path.isabs(result_path)):
-        result_path = None
-    try:
-        return LaunchSpec.from_dict(raw), result_path, None
-    except SpecError as exc:
-        return None, result_path, str(exc)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m scheduler.child SPEC.json``."""
     guard = SignalGuard()
@@ -408,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m scheduler.child SPEC.json", file=sys.stderr)
         return EXIT_NOT_STARTED
 
-    spec, result_path, error = _read_spec(args[0])
+    spec, result_path, error = read_spec(args[0])
     if spec is None:
         print(f"could not start: {error}", file=sys.stderr, flush=True)
         if result_path:

@@ -35,18 +35,13 @@ are data); anything else means the checker itself crashed.
 Nothing is written to the ZenML store: the pipeline body is only traced with
 ``Pipeline.prepare`` (the same compilation pass a run starts with), which
 records the step invocations in memory and never opens a store connection.
-
-This module imports ZenML lazily, so the reference-parsing helpers can be used
-before ZenML is loaded (the launch child relies on that to keep signals prompt).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,119 +49,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from scheduler.pipeline_loading import (
+    PipelineRefError,
+    describe_exception,
+    import_pipeline_module,
+    pipeline_from_module,
+    prepare_import_path,
+    split_ref,
+)
+from scheduler.step_wiring import annotation_text, check_steps, describe_steps, trace_invocations
+
 if TYPE_CHECKING:
     from zenml.pipelines.pipeline_definition import Pipeline
-    from zenml.steps.step_invocation import StepInvocation
-
-REF_FORMAT = '"package.module:attribute"'
-REF_EXAMPLE = '"pipelines.training:training_pipeline"'
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_REF_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
 
 Path_ = list[str]
 
 
-class PipelineRefError(Exception):
-    """A pipeline reference that cannot be turned into a ZenML pipeline."""
-
-
 # --------------------------------------------------------------------------
-# Resolving "package.module:attribute"
+# Describing and validating pipeline parameters
 # --------------------------------------------------------------------------
-
-
-def split_ref(ref: object) -> tuple[str, str]:
-    """Split a pipeline reference into module and attribute path.
-
-    Raises:
-        PipelineRefError: When the reference is not of the expected form.
-    """
-    if not isinstance(ref, str) or not _REF_RE.match(ref.strip()):
-        raise PipelineRefError(f"invalid pipeline reference {ref!r}: expected {REF_FORMAT}, e.g. {REF_EXAMPLE}")
-    module_name, _, attribute = ref.strip().partition(":")
-    return module_name, attribute
-
-
-def prepare_import_path(project_root: str) -> None:
-    """Make the project importable and the source root ZenML records.
-
-    ZenML otherwise derives its source root from a ``.zen`` folder or from the
-    folder of ``__main__``; under ``python -m scheduler.<x>`` the latter is this
-    package, so every user source would be recorded as UNKNOWN.
-    """
-    from zenml.utils import source_utils
-
-    root = str(Path(project_root).resolve())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    source_utils.set_custom_source_root(root)
-
-
-def import_pipeline_module(module_name: str, project_root: str) -> ModuleType:
-    """Import ``module_name``, telling a missing module from a broken one.
-
-    Raises:
-        PipelineRefError: With a message naming which of the two happened.
-    """
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only a miss on the module itself (or a parent package) means "not
-        # found"; a missing dependency imported by the module is a failure.
-        missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise PipelineRefError(f"module {module_name!r} not found (looked in {project_root})") from exc
-        raise PipelineRefError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
-    except (Exception, SystemExit) as exc:
-        raise PipelineRefError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
-
-
-def pipeline_from_module(module: ModuleType, ref: str) -> Pipeline:
-    """Look the attribute part of ``ref`` up in ``module`` and check its type.
-
-    Raises:
-        PipelineRefError: When the attribute is missing or not a pipeline.
-    """
-    from zenml.pipelines.pipeline_definition import Pipeline
-    from zenml.steps import BaseStep
-
-    module_name, attribute = split_ref(ref)
-    obj: Any = module
-    walked = module_name
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            raise PipelineRefError(f"{walked} has no attribute {part!r}")
-        obj = getattr(obj, part)
-        walked = f"{walked}.{part}" if walked != module_name else f"{module_name}:{part}"
-    if not isinstance(obj, Pipeline):
-        kind = "ZenML step" if isinstance(obj, BaseStep) else type(obj).__name__
-        article = "an" if kind[0].lower() in "aeiou" else "a"
-        raise PipelineRefError(f"{ref} is {article} {kind}, not a ZenML pipeline")
-    return obj
-
-
-def load_pipeline(ref: str, project_root: str) -> Pipeline:
-    """Resolve ``ref`` against ``project_root`` (the launch child's entry point)."""
-    module_name, _ = split_ref(ref)
-    prepare_import_path(project_root)
-    module = import_pipeline_module(module_name, project_root)
-    return pipeline_from_module(module, ref)
-
-
-# --------------------------------------------------------------------------
-# Describing and validating
-# --------------------------------------------------------------------------
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _type_text(annotation: Any) -> str:
-    if annotation is inspect.Parameter.empty:
-        return "Any"
-    return inspect.formatannotation(annotation)
 
 
 def _jsonable(value: Any) -> Any:
@@ -183,18 +84,6 @@ def _jsonable(value: Any) -> Any:
         return None
 
 
-def _validation_message(exc: BaseException | None) -> str:
-    """First pydantic error message behind a ZenML validation failure."""
-    from pydantic import ValidationError
-
-    while exc is not None and not isinstance(exc, ValidationError):
-        exc = exc.__cause__
-    if exc is None:
-        return ""
-    errors = exc.errors()
-    return errors[0]["msg"] if errors else str(exc)
-
-
 def describe_parameters(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """Name, annotation, requiredness and default of each entrypoint parameter."""
     from zenml.steps.utils import get_resolved_signature
@@ -205,7 +94,7 @@ def describe_parameters(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             continue
         required = param.default is inspect.Parameter.empty
         described[name] = {
-            "type": _type_text(param.annotation),
+            "type": annotation_text(param.annotation),
             "required": required,
             "default": None if required else _jsonable(param.default),
         }
@@ -305,143 +194,6 @@ def check_pipeline_parameters(
     return {k: _fresh_copy(v) for k, v in usable.items()}
 
 
-def trace_invocations(pipeline: Pipeline, arguments: Mapping[str, Any]) -> Pipeline:
-    """Run the pipeline body in compilation mode on a copy and return the copy."""
-    traced = pipeline.copy()
-    traced.prepare(**arguments)
-    return traced
-
-
-def describe_steps(traced: Pipeline) -> dict[str, dict[str, list[str]]]:
-    """Inputs of each step invocation, and which of them the body already passes."""
-    return {
-        inv_id: {
-            "inputs": list(inv.step.entrypoint_definition.inputs),
-            "wired": [k for k in inv.step.entrypoint_definition.inputs if k in _wired(inv)],
-        }
-        for inv_id, inv in traced.invocations.items()
-    }
-
-
-def _wired(invocation: StepInvocation) -> set[str]:
-    return (
-        set(invocation.parameters)
-        | set(invocation.input_artifacts)
-        | set(invocation.external_artifacts)
-        | set(invocation.model_artifacts_or_metadata)
-        | set(invocation.client_lazy_loaders)
-    )
-
-
-# Values the interpreter shares between unrelated expressions; identity with a
-# pipeline parameter proves nothing for them unless the names also agree.
-def _is_shared_constant(value: Any) -> bool:
-    if value is None or isinstance(value, bool):
-        return True
-    if isinstance(value, int):
-        return -5 <= value <= 256
-    return isinstance(value, str) and len(value) <= 1
-
-
-def _source_parameter(traced: Pipeline, key: str, value: Any) -> str | None:
-    """Name of the pipeline parameter the body passed on as ``value``, if any."""
-    candidates = [n for n, v in traced._parameters.items() if v is value]
-    if key in candidates:
-        return key
-    if len(candidates) == 1 and not _is_shared_constant(value):
-        return candidates[0]
-    return None
-
-
-def _collision_message(traced: Pipeline, invocation: StepInvocation, key: str) -> str:
-    step = invocation.id
-    if key in invocation.input_artifacts:
-        upstream = invocation.input_artifacts[key]
-        artifacts = upstream if isinstance(upstream, list) else [upstream]
-        origin = ", ".join(f"output {a.output_name!r} of step {a.invocation_id!r}" for a in artifacts)
-        return (
-            f"the pipeline body already passes {key!r} to step {step!r} "
-            f"(from the {origin}); a step parameter cannot replace it"
-        )
-    if key not in invocation.parameters:
-        return (
-            f"the pipeline body already passes {key!r} to step {step!r} "
-            "(from an external artifact); a step parameter cannot replace it"
-        )
-    source = _source_parameter(traced, key, invocation.parameters[key])
-    if source is not None:
-        return (
-            f"the pipeline body already passes {key!r} to step {step!r} "
-            f"(from pipeline parameter {source!r}), so ZenML rejects a different "
-            f"value at run time; set parameters.{source} instead"
-        )
-    return (
-        f"the pipeline body already passes {key!r} to step {step!r} "
-        f"(a value fixed in the pipeline code: {invocation.parameters[key]!r}), "
-        "so ZenML rejects a different value at run time"
-    )
-
-
-def check_steps(
-    traced: Pipeline,
-    steps: Mapping[str, Any],
-    path: Path_,
-    errors: _Errors,
-) -> None:
-    """Check configured step parameters against the traced invocations."""
-    known = list(traced.invocations)
-    for step_name, config in steps.items():
-        step_path = [*path, step_name]
-        invocation = traced.invocations.get(step_name)
-        if invocation is None:
-            errors.add(
-                step_path,
-                f"unknown step {step_name!r} in {traced.name}; its steps are: {', '.join(known) or '(none)'}",
-                kind="unknown",
-            )
-            continue
-        if not isinstance(config, Mapping):
-            errors.add(step_path, 'expected a mapping like {"parameters": {...}}', kind="invalid")
-            continue
-        params = config.get("parameters") or {}
-        if not isinstance(params, Mapping):
-            errors.add([*step_path, "parameters"], "expected a mapping of input names to values", kind="invalid")
-            continue
-        _check_step_parameters(traced, invocation, params, [*step_path, "parameters"], errors)
-
-
-def _check_step_parameters(
-    traced: Pipeline,
-    invocation: StepInvocation,
-    params: Mapping[str, Any],
-    path: Path_,
-    errors: _Errors,
-) -> None:
-    definition = invocation.step.entrypoint_definition
-    wired = _wired(invocation)
-    for key, value in params.items():
-        if key not in definition.inputs:
-            errors.add(
-                [*path, key],
-                f"step {invocation.id!r} has no input {key!r}; "
-                f"its inputs are: {', '.join(definition.inputs) or '(none)'}",
-                kind="unknown",
-            )
-        elif key in wired:
-            errors.add([*path, key], _collision_message(traced, invocation, key), kind="conflict")
-        else:
-            try:
-                definition.validate_input(key=key, value=value)
-            except Exception as exc:
-                expected = _type_text(definition.inputs[key].annotation)
-                detail = _validation_message(exc) or str(exc)
-                errors.add(
-                    [*path, key],
-                    f"step input {key!r} of {invocation.id!r} expects {expected}, got {value!r}: {detail}",
-                    kind="type",
-                )
-
-
 # --------------------------------------------------------------------------
 # Request handling
 # --------------------------------------------------------------------------
@@ -518,7 +270,7 @@ class _Checker:
         except Exception as exc:
             self.errors.add(
                 [*path, "pipeline"],
-                f"tracing the steps of {pipeline.name} with these parameters failed: {_describe(exc)}",
+                f"tracing the steps of {pipeline.name} with these parameters failed: {describe_exception(exc)}",
                 kind="trace",
             )
             return
@@ -526,7 +278,8 @@ class _Checker:
         for inv_id, info in describe_steps(traced).items():
             known_steps.setdefault(inv_id, info)
         if steps:
-            check_steps(traced, steps, [*path, "steps"], self.errors)
+            for problem in check_steps(traced, steps, [*path, "steps"]):
+                self.errors.add(problem.path, problem.message, kind=problem.kind)
 
     def response(self) -> dict[str, Any]:
         return {"errors": self.errors.items, "pipelines": self.pipelines}

@@ -1,0 +1,147 @@
+"""The files the daemon and a launch child exchange: the spec in, the result out.
+
+Their fields are documented with the entry point, ``scheduler.child``. Nothing
+here imports ZenML, so the spec is validated before the child loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+class SpecError(ValueError):
+    """The launch spec is missing a field or has one of the wrong type."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """One launch, as written by the daemon."""
+
+    run_key: str
+    job: str
+    pipeline: str
+    project_root: str
+    run_name: str
+    result_path: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    enable_cache: bool | None = None
+    tags: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> LaunchSpec:
+        """Validate a decoded spec.
+
+        Raises:
+            SpecError: Naming the first offending field.
+        """
+        if not isinstance(raw, dict):
+            raise SpecError("spec must be a JSON object")
+
+        def text(name: str) -> str:
+            value = raw.get(name)
+            if not isinstance(value, str) or not value:
+                raise SpecError(f"spec field {name!r} must be a non-empty string")
+            return value
+
+        def absolute(name: str) -> str:
+            value = text(name)
+            if not os.path.isabs(value):
+                raise SpecError(f"spec field {name!r} must be an absolute path")
+            return value
+
+        parameters = raw.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise SpecError("spec field 'parameters' must be an object")
+        steps = raw.get("steps") or {}
+        if not isinstance(steps, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("parameters", {}), dict) for v in steps.values()
+        ):
+            raise SpecError("spec field 'steps' must map step names to {\"parameters\": {...}}")
+        enable_cache = raw.get("enable_cache")
+        if enable_cache is not None and not isinstance(enable_cache, bool):
+            raise SpecError("spec field 'enable_cache' must be true, false or null")
+        tags = raw.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise SpecError("spec field 'tags' must be a list of strings")
+        project_root = absolute("project_root")
+        if not Path(project_root).is_dir():
+            raise SpecError(f"project_root {project_root!r} is not a folder")
+        return cls(
+            run_key=text("run_key"),
+            job=text("job"),
+            pipeline=text("pipeline"),
+            project_root=project_root,
+            run_name=text("run_name"),
+            result_path=absolute("result_path"),
+            parameters=parameters,
+            steps=steps,
+            enable_cache=enable_cache,
+            tags=tags,
+        )
+
+
+@dataclass
+class LaunchResult:
+    """What the daemon reads back from ``result_path``."""
+
+    status: str
+    started_at: str
+    finished_at: str = ""
+    zenml_run_id: str | None = None
+    zenml_run_name: str | None = None
+    zenml_status: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> str:
+        """Serialise with a fixed key order (readable when inspected by hand)."""
+        return json.dumps(
+            {
+                "status": self.status,
+                "zenml_run_id": self.zenml_run_id,
+                "zenml_run_name": self.zenml_run_name,
+                "zenml_status": self.zenml_status,
+                "error": self.error,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+            }
+        )
+
+
+def utc_now_iso() -> str:
+    """Current time as ISO-8601 with an explicit UTC offset."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def write_result(path: str, result: LaunchResult) -> None:
+    """Write the result so a reader never sees a partial file."""
+    result.finished_at = result.finished_at or utc_now_iso()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(result.to_json())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def read_spec(path: str) -> tuple[LaunchSpec | None, str | None, str | None]:
+    """Return (spec, result_path, error); result_path is best effort for errors."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (OSError, ValueError) as exc:
+        return None, None, f"cannot read spec {path}: {exc}"
+    result_path = raw.get("result_path") if isinstance(raw, dict) else None
+    if not (isinstance(result_path, str) and os.path.isabs(result_path)):
+        result_path = None
+    try:
+        return LaunchSpec.from_dict(raw), result_path, None
+    except SpecError as exc:
+        return None, result_path, str(exc)
