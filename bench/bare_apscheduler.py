@@ -97,15 +97,22 @@ def run_lag(fake: str, spec: str, seconds: float) -> None:
 def run_burst(count: int, slot: float, db: str, grace: str) -> None:
     """`count` jobs on SQLite due at `slot`; count submitted, executed and missed runs."""
     events: dict[str, list[float]] = {"submitted": [], "executed": [], "missed": [], "error": []}
-    names = {EVENT_JOB_SUBMITTED: "submitted", EVENT_JOB_EXECUTED: "executed",
-             EVENT_JOB_MISSED: "missed", EVENT_JOB_ERROR: "error"}
+    names = {
+        EVENT_JOB_SUBMITTED: "submitted",
+        EVENT_JOB_EXECUTED: "executed",
+        EVENT_JOB_MISSED: "missed",
+        EVENT_JOB_ERROR: "error",
+    }
 
     def on_event(event: JobEvent) -> None:
         events[names[event.code]].append(time.time())
 
     job_defaults = {} if grace == "default" else {"misfire_grace_time": None}
-    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{db}")},
-                                    job_defaults=job_defaults, timezone=timezone.utc)
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{db}")},
+        job_defaults=job_defaults,
+        timezone=timezone.utc,
+    )
     scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
     at = utc(slot)
     trigger = CronTrigger(hour=at.hour, minute=at.minute, second=at.second, timezone=timezone.utc)
@@ -113,11 +120,19 @@ def run_burst(count: int, slot: float, db: str, grace: str) -> None:
         scheduler.add_job(work, trigger, id=f"job-{index}")
     scheduler.start()
     ready = time.time()
-    finished = _wait_until(lambda: len(events["executed"]) + len(events["missed"]) + len(events["error"]) >= count,
-                           deadline=slot + 120)
+    finished = _wait_until(
+        lambda: len(events["executed"]) + len(events["missed"]) + len(events["error"]) >= count, deadline=slot + 120
+    )
     scheduler.shutdown(wait=False)
-    emit({"ready": ready, "slot": slot, "finished": finished, "started": list(STARTED),
-          **{key: value for key, value in events.items()}})
+    emit(
+        {
+            "ready": ready,
+            "slot": slot,
+            "finished": finished,
+            "started": list(STARTED),
+            **{key: value for key, value in events.items()},
+        }
+    )
 
 
 def _wait_until(condition: Callable[[], bool], deadline: float) -> bool:
@@ -143,8 +158,9 @@ def run_idle(count: int) -> None:
 # ---- start ----------------------------------------------------------------------------------
 def run_start(count: int, db: str) -> None:
     """Add `count` jobs one by one to a SQLite job store and start; firing.py times the launch."""
-    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{db}")},
-                                    timezone=timezone.utc)
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{db}")}, timezone=timezone.utc
+    )
     for index in range(count):
         scheduler.add_job(noop, far_cron(), id=f"job-{index}")
     scheduler.start()  # pending jobs are written to the store here

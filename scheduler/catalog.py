@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from scheduler.audit import Event, append
-from scheduler.config import Config
+from scheduler.config import Config, Job
 from scheduler.errors import Problem
 from scheduler.planner import FireRequest, plan_catch_up, slot_run_key, utc_iso
 from scheduler.reconcile import Diff, diff_jobs, trigger_changed
@@ -41,63 +41,61 @@ def apply_config(conn: Connection, config: Config, now: datetime, source: str) -
             },
         )
     ]
-    for name in diff.added:
-        job = config.jobs[name]
-        values = {
-            "spec_json": json.dumps(job.spec_dict()),
-            "digest": job.digest,
-            "trigger": job.trigger_text,
-            "timezone": job.spec.timezone,
-            "enabled": job.spec.enabled,
-            "updated_at": now,
-            "removed_at": None,
-            "last_slot": now,
-            "next_fire_at": job.trigger.next_after(now),
-        }
-        if name in known:  # re-added after removal: keep its counters and pause state
-            conn.execute(update(jobs).where(jobs.c.name == name).values(**values))
-        else:
-            conn.execute(
-                insert(jobs).values(
-                    name=name, created_at=now, paused=False, runs_total=0, succeeded=0, failed=0, skipped=0, **values
-                )
-            )
-        events.append(
-            Event(
-                "job-added",
-                source,
-                name,
-                config_revision=config.revision,
-                details={"trigger": job.trigger_text, "spec": job.spec_dict()},
-            )
-        )
-    for change in diff.changed:
-        job = config.jobs[change.name]
-        values = {
-            "spec_json": json.dumps(job.spec_dict()),
-            "digest": job.digest,
-            "trigger": job.trigger_text,
-            "timezone": job.spec.timezone,
-            "enabled": job.spec.enabled,
-            "updated_at": now,
-        }
-        if trigger_changed(change):  # a new slot grid: nothing before now is owed under it
-            values.update(last_slot=now, next_fire_at=job.trigger.next_after(now))
-        conn.execute(update(jobs).where(jobs.c.name == change.name).values(**values))
-        events.append(
-            Event(
-                "job-changed",
-                source,
-                change.name,
-                config_revision=config.revision,
-                details={"fields": {k: {"old": old, "new": new} for k, (old, new) in change.fields.items()}},
-            )
-        )
-    for name in diff.removed:
-        conn.execute(update(jobs).where(jobs.c.name == name).values(removed_at=now, next_fire_at=None, updated_at=now))
-        events.append(Event("job-removed", source, name, config_revision=config.revision))
+    added = [config.jobs[name] for name in diff.added]
+    revived = [job for job in added if job.name in known]  # re-added after removal: keeps counters and pause
+    fresh = [job for job in added if job.name not in known]
+    if fresh:
+        conn.execute(
+            insert(jobs),
+            [
+                {"name": job.name, "created_at": now, "paused": False, "runs_total": 0, "succeeded": 0,
+                 "failed": 0, "skipped": 0, **_spec_columns(job, now), "removed_at": None, "last_slot": now}
+                for job in fresh
+            ],
+        )  # fmt: skip
+    if revived:
+        _update_by_name(conn, [{**_spec_columns(job, now), "removed_at": None, "last_slot": now, "b_name": job.name}
+                               for job in revived])  # fmt: skip
+    events.extend(
+        Event("job-added", source, job.name, config_revision=config.revision,
+              details={"trigger": job.trigger_text, "spec": job.spec_dict()})
+        for job in added
+    )  # fmt: skip
+    for regrid in (True, False):  # a changed trigger is a new slot grid: nothing before now is owed under it
+        group = [c for c in diff.changed if trigger_changed(c) is regrid]
+        extra = {"last_slot": now} if regrid else {}
+        _update_by_name(conn, [{**_spec_columns(config.jobs[c.name], now), **extra, "b_name": c.name} for c in group])
+    events.extend(
+        Event("job-changed", source, c.name, config_revision=config.revision,
+              details={"fields": {k: {"old": old, "new": new} for k, (old, new) in c.fields.items()}})
+        for c in diff.changed
+    )  # fmt: skip
+    _update_by_name(
+        conn, [{"removed_at": now, "next_fire_at": None, "updated_at": now, "b_name": n} for n in diff.removed]
+    )
+    events.extend(Event("job-removed", source, name, config_revision=config.revision) for name in diff.removed)
     append(conn, now, events)
     return diff
+
+
+def _spec_columns(job: Job, now: datetime) -> dict[str, Any]:
+    return {
+        "spec_json": json.dumps(job.spec_dict()),
+        "digest": job.digest,
+        "trigger": job.trigger_text,
+        "timezone": job.spec.timezone,
+        "enabled": job.spec.enabled,
+        "updated_at": now,
+    }
+
+
+def _update_by_name(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """One executemany UPDATE of job rows by name; every row must carry the same columns."""
+    if not rows:
+        return
+    columns = [key for key in rows[0] if key != "b_name"]
+    stmt = update(jobs).where(jobs.c.name == bindparam("b_name")).values({c: bindparam(f"b_{c}") for c in columns})
+    conn.execute(stmt, [{"b_name": row["b_name"], **{f"b_{c}": row[c] for c in columns}} for row in rows])
 
 
 def catch_up_requests(conn: Connection, config: Config, now: datetime, grace: timedelta) -> list[FireRequest]:
@@ -143,7 +141,7 @@ def catch_up_requests(conn: Connection, config: Config, now: datetime, grace: ti
             )
         if plan.fire is not None:
             requests.append(FireRequest(row.name, "catchup", slot_run_key(row.name, plan.fire), "daemon", plan.fire))
-        conn.execute(update(jobs).where(jobs.c.name == row.name).values(last_slot=now))
+    conn.execute(update(jobs).where(jobs.c.removed_at.is_(None), jobs.c.last_slot < now).values(last_slot=now))
     append(conn, now, events)
     return requests
 
@@ -158,10 +156,6 @@ def record_rejected_config(conn: Connection, path: Path, problems: list[Problem]
     append(conn, now, [Event("config-rejected", source, config_revision=revision, details=details)])
 
 
-def refresh_next_fire(conn: Connection, config: Config, now: datetime) -> None:
-    for name, job in config.jobs.items():
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.name == name)
-            .values(next_fire_at=job.trigger.next_after(now) if job.spec.enabled else None)
-        )
+def refresh_next_fire(conn: Connection, next_fires: dict[str, datetime | None]) -> None:
+    """Store each job's next fire time (None: disabled, or never fires again)."""
+    _update_by_name(conn, [{"next_fire_at": when, "b_name": name} for name, when in next_fires.items()])

@@ -20,7 +20,6 @@ from scheduler.preflight import check_pipelines
 from scheduler.settings import Settings, masked_url
 from scheduler.store import open_store
 from scheduler.tables import render_table
-from scheduler.triggers import fire_times
 
 
 def load_checked(settings: Settings, path: Path | None = None, check: bool = True) -> Config:
@@ -33,13 +32,19 @@ def load_checked(settings: Settings, path: Path | None = None, check: bool = Tru
     return config
 
 
-def startup_table(config: Config, now: datetime) -> str:
+STARTUP_ROWS = 50
+
+
+def startup_table(config: Config, next_fires: dict[str, datetime | None]) -> str:
+    """The jobs and their next fire times; long configs are cut short (see `list` for all)."""
     rows = []
-    for name, job in config.jobs.items():
-        upcoming = fire_times(job.trigger, now, 1) if job.spec.enabled else []
-        local = upcoming[0].astimezone(job.zone).isoformat() if upcoming else "-"
+    for name, job in list(config.jobs.items())[:STARTUP_ROWS]:
+        first = next_fires.get(name)
+        local = first.astimezone(job.zone).isoformat() if first else "-"
         rows.append([name, job.trigger_text, job.spec.timezone, local, "enabled" if job.spec.enabled else "disabled"])
-    return render_table(["JOB", "TRIGGER", "TIMEZONE", "NEXT FIRE", "STATE"], rows)
+    table = render_table(["JOB", "TRIGGER", "TIMEZONE", "NEXT FIRE", "STATE"], rows)
+    hidden = len(config.jobs) - STARTUP_ROWS
+    return table + (f"\n... and {hidden} more (zenml-scheduler list)" if hidden > 0 else "")
 
 
 def register(cli: click.Group, common: Callable[..., Any]) -> None:
@@ -105,7 +110,7 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
             f"zenml-scheduler: {len(config.jobs)} jobs from {config.path} (revision {config.revision}), "
             f"state {masked_url(settings.resolved_db_url)}"
         )
-        click.echo(startup_table(config, datetime.now(timezone.utc)))
+        click.echo(startup_table(config, daemon.next_fires))
         sys.stdout.flush()
         daemon.run()
         click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")

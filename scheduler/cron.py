@@ -7,6 +7,7 @@ zone: nothing here knows about instants, offsets or daylight saving time.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -229,6 +230,7 @@ class CronSpec:
         return datetime(*date, self.hours[0], self.minutes[0], self.seconds[0])
 
 
+@functools.lru_cache(maxsize=4096)  # configs repeat expressions; a CronSpec is immutable
 def parse_cron(expr: str) -> CronSpec:
     """Parse a 5- or 6-field crontab expression or an ``@`` macro.
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from types import FrameType
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -66,6 +67,8 @@ class Daemon:
         self.slots: queue.SimpleQueue[tuple[str, list[datetime]]] = queue.SimpleQueue()
         self.clock = Clock(lambda job, times: self.slots.put((job, times)))
         self.stop_signals = 0
+        self.next_fires: dict[str, datetime | None] = {}
+        self._previous_handlers: dict[int, Any] = {}
         self.stopping_since: float | None = None
         self._next_heartbeat = 0.0
         self._next_request_poll = 0.0
@@ -77,6 +80,10 @@ class Daemon:
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
         """Take the lease, recover runs of a previous daemon, reconcile, catch up, start timing."""
+        # Handlers go in before anything else, so a SIGTERM during start-up still stops cleanly.
+        self._previous_handlers = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         now = self.now()
         self.lease.acquire(now)
         with self.store.write() as conn:
@@ -84,9 +91,13 @@ class Daemon:
             self._recover(conn, now)
             missed = catch_up_requests(conn, self.config, now, self.grace)
             ledger.fire(conn, missed, self.config, now, self.grace)
-            refresh_next_fire(conn, self.config, now)
-        for job in self.config.jobs.values():
-            self.clock.put(job, start_after=now)
+            self.next_fires = {
+                name: job.trigger.next_after(now) if job.spec.enabled else None
+                for name, job in self.config.jobs.items()
+            }
+            refresh_next_fire(conn, self.next_fires)
+        for name, job in self.config.jobs.items():
+            self.clock.put(job, self.next_fires[name])
         self.clock.start()
         self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
 
@@ -187,7 +198,6 @@ class Daemon:
 
     def run(self) -> None:
         """Loop until SIGTERM/SIGINT; then drain runs for shutdown_grace and stop the rest."""
-        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while True:
                 try:
@@ -200,8 +210,6 @@ class Daemon:
                 with contextlib.suppress(queue.Empty):
                     self._early.append(self.slots.get(timeout=0.2))  # a slot wakes us at once
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.close()
 
     def _shutdown_step(self) -> bool:
@@ -222,3 +230,5 @@ class Daemon:
     def close(self) -> None:
         self.clock.stop()
         self.lease.release(self.now())
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.audit import Event, append
@@ -40,12 +40,6 @@ def launch_spec(job: Job, overrides: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _insert_ignoring_duplicates(conn: Connection, values: dict[str, Any]) -> int | None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(runs).values(**values).on_conflict_do_nothing().returning(runs.c.id)
-    return conn.execute(stmt).scalar_one_or_none()
-
-
 @dataclass(frozen=True)
 class FireResult:
     queued: list[int]
@@ -54,12 +48,14 @@ class FireResult:
 
 
 def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: datetime, grace: timedelta) -> FireResult:
-    """Decide and record each request: a queued run row, a skipped row, or a duplicate (audit only)."""
+    """Decide and record each request: a queued run row, a skipped row, or a duplicate (audit only).
+
+    One statement per kind of write, whatever the batch size: a burst of a thousand slots is
+    one multi-row INSERT, not a thousand round trips.
+    """
     batch = list(batch)
     names = {request.job for request in batch}
-    paused = {
-        row.name: row.paused for row in conn.execute(select(jobs.c.name, jobs.c.paused).where(jobs.c.name.in_(names)))
-    }
+    paused = dict(conn.execute(select(jobs.c.name, jobs.c.paused).where(jobs.c.name.in_(names))).all())
     active = dict(
         conn.execute(
             select(runs.c.job, func.count())
@@ -67,73 +63,111 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             .group_by(runs.c.job)
         ).all()
     )
-    events: list[Event] = []
-    queued: list[int] = []
-    skipped = duplicates = 0
-    last_slots: dict[str, datetime] = {}
+    keys = {request.run_key for request in batch}
+    taken = set(conn.execute(select(runs.c.run_key).where(runs.c.run_key.in_(keys), runs.c.attempt == 1)).scalars())
+    rows: list[dict[str, Any]] = []
+    decided: list[tuple[FireRequest, Launch | Skip | None, dict[str, Any] | None]] = []
     for request in batch:
+        if request.run_key in taken:
+            decided.append((request, None, None))
+            continue
+        taken.add(request.run_key)
         job = config.jobs.get(request.job)
-        state = JobState(
-            exists=job is not None, paused=paused.get(request.job, False), active_runs=active.get(request.job, 0)
-        )
+        state = JobState(job is not None, paused.get(request.job, False), active.get(request.job, 0))
         decision = decide(request, state, now, grace)
         spec = launch_spec(job, request.parameters) if job is not None else None
         row = {
-            "run_key": request.run_key,
-            "attempt": 1,
-            "job": request.job,
-            "trigger": request.trigger,
-            "scheduled_for": request.scheduled_for,
-            "created_at": now,
-            "source": request.source,
-            "config_revision": config.revision,
-            "parameters_json": json.dumps(spec) if spec else None,
-        }
+            "run_key": request.run_key, "attempt": 1, "job": request.job, "trigger": request.trigger,
+            "scheduled_for": request.scheduled_for, "created_at": now, "source": request.source,
+            "config_revision": config.revision, "parameters_json": json.dumps(spec) if spec else None,
+            "status": "queued", "reason": None, "finished_at": None,
+        }  # fmt: skip
         if isinstance(decision, Skip):
             row.update(status="skipped", reason=f"{decision.code}: {decision.reason}", finished_at=now)
         else:
-            row.update(status="queued")
-        run_id = _insert_ignoring_duplicates(conn, row)
-        base = {
-            "job": request.job,
-            "run_key": request.run_key,
-            "config_revision": config.revision,
-            "source": request.source,
-        }
-        if request.scheduled_for is not None and request.trigger != "manual":
-            last_slots[request.job] = max(last_slots.get(request.job, request.scheduled_for), request.scheduled_for)
+            active[request.job] = active.get(request.job, 0) + 1
+        rows.append(row)
+        decided.append((request, decision, spec))
+    ids = _insert_ignoring_duplicates(conn, rows)
+    events, queued, skipped, duplicates = [], [], 0, 0
+    for request, decision, spec in decided:
+        base = {"job": request.job, "run_key": request.run_key, "config_revision": config.revision}
         slot = {
             "scheduled_for": request.scheduled_for.isoformat() if request.scheduled_for else None,
             "trigger": request.trigger,
         }
-        if run_id is None:
+        run_id = ids.get(request.run_key)
+        if decision is None or run_id is None:
             duplicates += 1
+            reason = "run key already taken; slot not launched twice"
             events.append(
-                Event(
-                    "skip",
-                    **base,
-                    details={**slot, "code": "duplicate", "reason": "run key already taken; slot not launched twice"},
-                )
+                Event("skip", request.source, **base, details={**slot, "code": "duplicate", "reason": reason})
             )
         elif isinstance(decision, Launch):
             queued.append(run_id)
-            active[request.job] = active.get(request.job, 0) + 1
-            events.append(Event("fire", **base, details={**slot, "run_id": run_id, "launch": spec}))
+            events.append(Event("fire", request.source, **base, details={**slot, "run_id": run_id, "launch": spec}))
         else:
             skipped += 1
-            events.append(Event("skip", **base, details={**slot, "code": decision.code, "reason": decision.reason}))
-            _count_outcome(conn, request.job, "skipped", request.run_key, now)
-    for name, slot_time in last_slots.items():
-        job = config.jobs.get(name)
-        next_fire = job.trigger.next_after(max(slot_time, now)) if job is not None else None
-        conn.execute(update(jobs).where(jobs.c.name == name).values(next_fire_at=next_fire))
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.name == name, (jobs.c.last_slot.is_(None)) | (jobs.c.last_slot < slot_time))
-            .values(last_slot=slot_time)
-        )
+            details = {**slot, "code": decision.code, "reason": decision.reason}
+            events.append(Event("skip", request.source, **base, details=details))
+    _update_jobs_after_fire(conn, [(r, d) for r, d, _ in decided if d is not None], config, now)
     append(conn, now, events)
     return FireResult(queued, skipped, duplicates)
+
+
+def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert run rows in one statement; return {run_key: id} of those the unique key let in."""
+    if not rows:
+        return {}
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(runs).on_conflict_do_nothing().returning(runs.c.id, runs.c.run_key)
+    return {row.run_key: row.id for row in conn.execute(stmt, rows)}
+
+
+def _update_jobs_after_fire(
+    conn: Connection, decided: list[tuple[FireRequest, Launch | Skip]], config: Config, now: datetime
+) -> None:
+    """Advance each job's last slot and next fire time, and count its skips, in two statements."""
+    slots: dict[str, datetime] = {}
+    skips: dict[str, tuple[int, str]] = {}
+    for request, decision in decided:
+        if request.scheduled_for is not None and request.trigger != "manual":
+            slots[request.job] = max(slots.get(request.job, request.scheduled_for), request.scheduled_for)
+        if isinstance(decision, Skip):
+            skips[request.job] = (skips.get(request.job, (0, ""))[0] + 1, request.run_key)
+    if slots:
+        slot = bindparam("b_slot")
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.name == bindparam("b_name"))
+            .values(
+                next_fire_at=bindparam("b_next"),
+                last_slot=case(
+                    (or_(jobs.c.last_slot.is_(None), jobs.c.last_slot < slot), slot), else_=jobs.c.last_slot
+                ),
+            ),
+            [
+                {"b_name": name, "b_slot": slot_time, "b_next": _next_fire(config, name, max(slot_time, now))}
+                for name, slot_time in slots.items()
+            ],
+        )
+    if skips:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.name == bindparam("b_name"))
+            .values(
+                skipped=jobs.c.skipped + bindparam("b_count"),
+                last_outcome="skipped",
+                last_outcome_at=now,
+                last_run_key=bindparam("b_key"),
+            ),
+            [{"b_name": name, "b_count": count, "b_key": key} for name, (count, key) in skips.items()],
+        )
+
+
+def _next_fire(config: Config, name: str, after: datetime) -> datetime | None:
+    job = config.jobs.get(name)
+    return job.trigger.next_after(after) if job is not None else None
 
 
 def _count_outcome(conn: Connection, job: str, outcome: str, run_key: str, now: datetime) -> None:

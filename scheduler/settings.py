@@ -7,6 +7,7 @@ or plain seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
     @field_validator("misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)  # environment variables are strings: "5" means 5 seconds
         return parse_duration(value)
 
     @property

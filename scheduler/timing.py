@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.executors.base import BaseExecutor
@@ -35,7 +35,9 @@ class SlotTrigger(BaseTrigger):  # type: ignore[misc]
         self.start_after = start_after
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        return self.job.trigger.next_after(previous_fire_time or self.start_after)
+        if previous_fire_time is None:
+            return self.job.trigger.next_after(self.start_after)
+        return self.job.trigger.next_after(previous_fire_time)
 
     def __str__(self) -> str:
         return self.job.trigger_text
@@ -69,17 +71,24 @@ class Clock:
             timezone=timezone.utc,
         )
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        self.timed: set[str] = set()
 
-    def put(self, job: Job, start_after: datetime) -> None:
-        """Add or replace the timing of `job`; disabled jobs are not timed at all."""
-        if self.scheduler.get_job(job.name) is not None:
-            self.scheduler.remove_job(job.name)
-        if job.spec.enabled:
-            self.scheduler.add_job(_noop, trigger=SlotTrigger(job, start_after), id=job.name, name=job.name)
+    def put(self, job: Job, first: datetime | None) -> None:
+        """Time `job` from its first slot `first` on; None (disabled, or never fires again) removes it."""
+        self.remove(job.name)
+        if first is None:
+            return
+        self.scheduler.add_job(
+            _noop, trigger=SlotTrigger(job, first - timedelta(seconds=1)), id=job.name, name=job.name,
+            next_run_time=first,
+        )  # fmt: skip
+        self.timed.add(job.name)
 
     def remove(self, name: str) -> None:
-        if self.scheduler.get_job(name) is not None:
+        # Our own set: APScheduler's get_job() scans its pending list linearly before start().
+        if name in self.timed:
             self.scheduler.remove_job(name)
+            self.timed.discard(name)
 
     def start(self) -> None:
         self.scheduler.start()
