@@ -131,6 +131,32 @@ def write_result(path: str, result: LaunchResult) -> None:
     os.replace(tmp, target)
 
 
+RESULT_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def read_result(path: Path) -> LaunchResult | None:
+    """The result a child wrote, or None when there is none (yet) or it is unreadable.
+
+    An unknown status reads as "failed": the daemon never reports success it cannot vouch for.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    status = raw.get("status")
+    return LaunchResult(
+        status=status if status in RESULT_STATUSES else "failed",
+        started_at=str(raw.get("started_at") or ""),
+        finished_at=str(raw.get("finished_at") or ""),
+        zenml_run_id=raw.get("zenml_run_id"),
+        zenml_run_name=raw.get("zenml_run_name"),
+        zenml_status=raw.get("zenml_status"),
+        error=raw.get("error"),
+    )
+
+
 def read_spec(path: str) -> tuple[LaunchSpec | None, str | None, str | None]:
     """Return (spec, result_path, error); result_path is best effort for errors."""
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.launch_protocol import read_result
 from scheduler.lease import process_alive, process_start_ticks
 from scheduler.ledger import Outcome
 
@@ -188,16 +189,10 @@ def _outcome(child: Child, exit_code: int | None) -> Outcome:
 
 
 def _outcome_from_result(child: Child, exit_code: int | None) -> Outcome | None:
-    try:
-        result = json.loads(child.result_path.read_text())
-    except (OSError, ValueError):
+    result = read_result(child.result_path)
+    if result is None:
         return None
-    status = result.get("status")
-    if status not in ("succeeded", "failed", "cancelled"):
-        status = "failed"
-    return Outcome(
-        child.run_id, status, exit_code, result.get("zenml_run_id"), result.get("zenml_run_name"), result.get("error")
-    )
+    return Outcome(child.run_id, result.status, exit_code, result.zenml_run_id, result.zenml_run_name, result.error)
 
 
 def _log_tail(path: Path, limit: int = 400) -> str:
