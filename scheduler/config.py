@@ -14,77 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError
 
 from scheduler.durations import format_duration, parse_duration
 from scheduler.errors import ConfigError, Problem
-from scheduler.triggers import CronTrigger, IntervalTrigger, OneOffTrigger, Trigger, TriggerError
+from scheduler.jobspec import JobSpec
+from scheduler.triggers import CronTrigger, IntervalTrigger, OneOffTrigger, Trigger, TriggerError, WindowedTrigger
 from scheduler.yamlsource import SourceMap, load_yaml
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-PIPELINE_REF = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 TRIGGER_FIELDS = ("cron", "every", "at")
 SUPPORTED_VERSION = 1
-
-
-class StepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    parameters: dict[str, Any] = {}
-
-
-class JobSpec(BaseModel):
-    """One job as written in schedules.yaml, after `defaults:` were applied."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pipeline: str
-    cron: str | None = None
-    every: str | None = None
-    at: datetime | None = None
-    timezone: str = "UTC"
-    parameters: dict[str, Any] = {}
-    steps: dict[str, StepConfig] = {}
-    enable_cache: bool | None = None
-    enabled: bool = True
-    description: str = ""
-
-    @field_validator("pipeline")
-    @classmethod
-    def _pipeline_ref(cls, value: str) -> str:
-        if not PIPELINE_REF.fullmatch(value):
-            raise ValueError(
-                f"expected 'package.module:attribute' (e.g. pipelines.training:training_pipeline), got {value!r}"
-            )
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
-        return value
-
-    @field_validator("every")
-    @classmethod
-    def _every(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value) < 1:
-            raise ValueError("every must be at least 1s")
-        return value
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                CronTrigger(value, ZoneInfo("UTC"))
-            except TriggerError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
 
 @dataclass(frozen=True)
@@ -105,6 +47,19 @@ class Job:
             return f"every {format_duration(parse_duration(self.spec.every))}"
         assert self.spec.at is not None
         return f"at {self.spec.at.isoformat()}"
+
+    @property
+    def grace(self) -> float | None:
+        """The job's own misfire grace in seconds; None means the daemon's setting."""
+        return parse_duration(self.spec.misfire_grace) if self.spec.misfire_grace is not None else None
+
+    @property
+    def timeout(self) -> float | None:
+        return parse_duration(self.spec.timeout) if self.spec.timeout is not None else None
+
+    @property
+    def jitter(self) -> float:
+        return parse_duration(self.spec.jitter) if self.spec.jitter is not None else 0.0
 
     def spec_dict(self) -> dict[str, Any]:
         return self.spec.model_dump(mode="json")
@@ -225,13 +180,28 @@ def _build_job(name: str, raw: Any, defaults: dict[str, Any], source: SourceMap,
         return None
     if len(triggers) != 1:
         return None
+    start, end = _local(spec.start, spec.timezone), _local(spec.end, spec.timezone)
+    if start is not None and end is not None and end <= start:
+        problems.append(
+            source.problem((*origin["end"], "end"), f"end {end.isoformat()} is not after start {start.isoformat()}")
+        )
+        return None
     try:
         trigger = _trigger(spec)
     except TriggerError as exc:
         field_name = triggers[0]
         problems.append(source.problem((*origin[field_name], field_name), str(exc)))
         return None
+    if start is not None or end is not None:
+        trigger = WindowedTrigger(trigger, start, end)
     return Job(name=name, spec=spec, trigger=trigger)
+
+
+def _local(value: datetime | None, zone: str) -> datetime | None:
+    """An instant from the file; without an offset it is read in the job's timezone."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=ZoneInfo(zone))
 
 
 def _trigger(spec: JobSpec) -> Trigger:
@@ -240,8 +210,8 @@ def _trigger(spec: JobSpec) -> Trigger:
         return CronTrigger(spec.cron, zone)
     if spec.every is not None:
         return IntervalTrigger(int(parse_duration(spec.every)))
-    assert spec.at is not None
-    at = spec.at if spec.at.tzinfo is not None else spec.at.replace(tzinfo=zone)
+    at = _local(spec.at, spec.timezone)
+    assert at is not None
     return OneOffTrigger(at)
 
 

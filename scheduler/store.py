@@ -101,6 +101,15 @@ jobs = Table(
     Column("last_outcome", String(20)),
     Column("last_outcome_at", UTCDateTime),
     Column("last_run_key", String(400)),
+    # dispatch state (schema 2)
+    Column("launched", Integer, nullable=False, default=0),
+    Column("last_dispatch", String(40)),
+    Column("last_dispatch_at", UTCDateTime),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("first_error_at", UTCDateTime),
+    Column("last_error_at", UTCDateTime),
+    Column("last_error", Text),
 )
 
 runs = Table(
@@ -127,6 +136,7 @@ runs = Table(
     Column("log_path", Text),
     Column("config_revision", String(16)),
     Column("source", String(200), nullable=False),
+    Column("not_before", UTCDateTime),  # schema 2: jitter and retry back-off
     UniqueConstraint("run_key", "attempt", name="uq_runs_run_key_attempt"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_job_id", "job", "id"),
@@ -136,6 +146,7 @@ requests = Table(
     "requests",
     metadata,
     Column("id", Integer, primary_key=True),
+    Column("kind", String(20), nullable=False, default="run"),  # schema 2: run | resume
     Column("job", String(100), nullable=False),
     Column("run_key", String(400), nullable=False, unique=True),
     Column("parameters_json", Text),
@@ -163,7 +174,25 @@ audit = Table(
 
 # Each entry upgrades the schema from version N to N+1 for databases created by older releases.
 # A new database is created at schema_version() directly from `metadata`.
-MIGRATIONS: list[Callable[[Connection], None]] = []
+def _v2_policies(conn: Connection) -> None:
+    """Dispatch state per job, run back-off, and request kinds (firing policies)."""
+    for statement in (
+        "ALTER TABLE jobs ADD COLUMN launched INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN last_dispatch VARCHAR(40)",
+        "ALTER TABLE jobs ADD COLUMN last_dispatch_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN error_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN first_error_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN last_error_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN last_error TEXT",
+        "ALTER TABLE runs ADD COLUMN not_before TIMESTAMP",
+        "ALTER TABLE requests ADD COLUMN kind VARCHAR(20) NOT NULL DEFAULT 'run'",
+    ):
+        conn.execute(text(statement))
+    conn.execute(text("UPDATE jobs SET launched = runs_total"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies]
 
 
 def schema_version() -> int:

@@ -40,6 +40,7 @@ __all__ = [
     "OneOffTrigger",
     "Trigger",
     "TriggerError",
+    "WindowedTrigger",
     "count_slots_between",
     "dst_note",
     "fire_times",
@@ -265,7 +266,30 @@ class OneOffTrigger:
         return instant if instant > after else None
 
 
-Trigger: TypeAlias = CronTrigger | IntervalTrigger | OneOffTrigger
+@dataclass(frozen=True)
+class WindowedTrigger:
+    """Another trigger's instants restricted to ``start <= s <= end`` (either bound optional).
+
+    Bounding the trigger itself, rather than skipping instants outside the
+    window, keeps a job that starts next month from producing a skip every
+    minute until then.
+    """
+
+    inner: CronTrigger | IntervalTrigger | OneOffTrigger
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def next_after(self, after: datetime) -> datetime | None:
+        _require_aware(after, "after")
+        if self.start is not None and after < self.start:
+            after = self.start - timedelta(microseconds=1)  # an instant exactly at start fires
+        following = self.inner.next_after(after)
+        if following is None or (self.end is not None and following > self.end):
+            return None
+        return following
+
+
+Trigger: TypeAlias = CronTrigger | IntervalTrigger | OneOffTrigger | WindowedTrigger
 
 
 # --------------------------------------------------------------------------
@@ -342,6 +366,8 @@ def dst_note(trigger: Trigger, instant: datetime) -> str | None:
     triggers and for instants at which the trigger does not fire).
     """
     _require_aware(instant, "instant")
+    if isinstance(trigger, WindowedTrigger):
+        trigger = trigger.inner
     if not isinstance(trigger, CronTrigger):
         return None
     if instant.microsecond:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -57,10 +58,42 @@ def test_older_schema_is_migrated_in_order(db_url: str, monkeypatch: pytest.Monk
     store = open_store(db_url)
     with store.write() as conn:
         conn.execute(text("INSERT INTO notes (id, body) VALUES (1, 'x')"))
-        assert conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one() == "2"
+        version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one()
+    assert version == str(len(MIGRATIONS) + 2)
     assert applied == [2]
     open_store(db_url).close()  # already current: nothing runs twice
     assert applied == [2]
+
+
+def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path: Path, config) -> None:
+    # The schema exactly as the first release created it, with a job and a run in it.
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript((Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text())
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute(
+        "INSERT INTO jobs (name, spec_json, digest, trigger, timezone, enabled, paused, created_at, updated_at,"
+        " runs_total, succeeded, failed, skipped) VALUES ('a', '{}', 'x', 'every 1m', 'UTC', 1, 1,"
+        " '2026-11-01 00:00:00', '2026-11-01 00:00:00', 7, 6, 1, 0)"
+    )
+    conn.execute(
+        "INSERT INTO runs (run_key, attempt, job, trigger, status, created_at, source)"
+        " VALUES ('a@2026-11-01T00:00:00Z', 1, 'a', 'schedule', 'succeeded', '2026-11-01 00:00:00', 'scheduler')"
+    )
+    conn.commit()
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    with store.read() as c:
+        job = c.execute(select(jobs).where(jobs.c.name == "a")).one()
+        assert (job.paused, job.runs_total, job.launched, job.consecutive_failures) == (True, 7, 7, 0)
+        assert c.execute(select(runs.c.not_before, runs.c.status)).one() == (None, "succeeded")
+        assert c.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one() == str(
+            schema_version()
+        )
+    with store.write() as c:  # and the upgraded database works as a new one would
+        apply_config(c, config, NOW, "test")
+        result = ledger.fire(c, [FireRequest("b", "schedule", slot_run_key("b", NOW), "test", NOW)], config, NOW, GRACE)
+    assert len(result.queued) == 1
 
 
 def test_newer_schema_is_refused(db_url: str) -> None:

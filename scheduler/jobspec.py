@@ -1,0 +1,127 @@
+"""The schema of one job in schedules.yaml: what to run, when, and the firing policies.
+
+Durations stay as written (``"30s"``) so that the stored spec and its diffs read like the file;
+`Job` in `scheduler.config` exposes them as seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from scheduler.durations import parse_duration
+from scheduler.triggers import CronTrigger, TriggerError
+
+PIPELINE_REF = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+
+
+class RetryPolicy(BaseModel):
+    """Retry a failed, timed-out or unlaunchable run: `max` more attempts, waiting
+    backoff * factor**(n-1) before attempt n+1, at most max_backoff."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: int = Field(ge=1)
+    backoff: str = "30s"
+    factor: float = Field(2.0, ge=1)
+    max_backoff: str = "10m"
+
+    @field_validator("backoff", "max_backoff")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt `failed_attempt` (1-based) failed."""
+        return min(parse_duration(self.backoff) * self.factor ** (failed_attempt - 1), parse_duration(self.max_backoff))
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: dict[str, Any] = {}
+
+
+class JobSpec(BaseModel):
+    """One job as written in schedules.yaml, after `defaults:` were applied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline: str
+    cron: str | None = None
+    every: str | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+    parameters: dict[str, Any] = {}
+    steps: dict[str, StepConfig] = {}
+    enable_cache: bool | None = None
+    enabled: bool = True
+    description: str = ""
+    # Firing policies
+    catchup: Literal["none", "latest", "all"] = "latest"
+    misfire_grace: str | None = None  # None: the daemon's misfire_grace setting (10m)
+    max_catchup: int = Field(50, ge=1)
+    concurrency: Literal["skip", "queue", "replace", "allow"] = "skip"
+    max_active: int | None = Field(None, ge=1)
+    max_queued: int = Field(10, ge=1)
+    start: datetime | None = None
+    end: datetime | None = None
+    max_runs: int | None = Field(None, ge=1)
+    timeout: str | None = None
+    retries: RetryPolicy | None = None
+    jitter: str | None = None
+    pause_after_failures: int | None = Field(None, ge=1)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline_ref(cls, value: str) -> str:
+        if not PIPELINE_REF.fullmatch(value):
+            raise ValueError(
+                f"expected 'package.module:attribute' (e.g. pipelines.training:training_pipeline), got {value!r}"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 1:
+            raise ValueError("every must be at least 1s")
+        return value
+
+    @field_validator("misfire_grace", "jitter")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 1:
+            raise ValueError("timeout must be at least 1s")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronTrigger(value, ZoneInfo("UTC"))
+            except TriggerError as exc:
+                raise ValueError(str(exc)) from None
+        return value
