@@ -13,7 +13,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from scheduler.audit import Event, append
 from scheduler.config import Config, Job
 from scheduler.errors import Problem
-from scheduler.planner import FireRequest, plan_catch_up, slot_run_key, utc_iso
+from scheduler.planner import AUDIT_EACH, FireRequest, plan_catch_up, policy_of, slot_run_key, utc_iso
 from scheduler.reconcile import Diff, diff_jobs, trigger_changed
 from scheduler.store import jobs
 
@@ -98,50 +98,50 @@ def _update_by_name(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, [{"b_name": row["b_name"], **{f"b_{c}": row[c] for c in columns}} for row in rows])
 
 
-def catch_up_requests(conn: Connection, config: Config, now: datetime, grace: timedelta) -> list[FireRequest]:
-    """Slots missed while no daemon ran: one request per job for the newest slot inside the grace
-    window; older slots are audited as coalesced or missed, and each job's watermark moves to now."""
-    rows = conn.execute(select(jobs.c.name, jobs.c.last_slot, jobs.c.paused).where(jobs.c.removed_at.is_(None))).all()
+CATCHUP_REASONS = {
+    "coalesced": "missed; catchup: latest runs only the newest missed slot",
+    "catchup-none": "missed; catchup: none runs no missed slot",
+    "catchup-limit": "missed; catchup: all runs at most max_catchup missed slots, the newest",
+}
+
+
+def catch_up_requests(
+    conn: Connection, config: Config, now: datetime, grace: timedelta, only: str | None = None
+) -> list[FireRequest]:
+    """Slots missed while no daemon ran (or, with `only`, while that job was paused), per the
+    job's catchup policy. Every missed slot is audited; each job's watermark moves to now.
+    Paused jobs keep their watermark, so their missed slots are caught up on resume."""
+    stmt = select(jobs.c.name, jobs.c.last_slot).where(jobs.c.removed_at.is_(None), jobs.c.paused.is_(False))
+    if only is not None:
+        stmt = stmt.where(jobs.c.name == only)
     requests: list[FireRequest] = []
     events: list[Event] = []
-    for row in rows:
+    caught_up: list[str] = []
+    for row in conn.execute(stmt):
         job = config.jobs.get(row.name)
         if job is None or row.last_slot is None or not job.spec.enabled or row.last_slot >= now:
             continue
-        plan = plan_catch_up(job, row.last_slot, now, grace)
+        caught_up.append(row.name)
+        policy = policy_of(job, grace)
+        plan = plan_catch_up(job, row.last_slot, now, policy)
         base = {"job": row.name, "config_revision": config.revision}
         if plan.expired_count:
-            events.append(
-                Event(
-                    "skip",
-                    "daemon",
-                    **base,
-                    details={
-                        "code": "missed",
-                        "count": plan.expired_count,
-                        "first": utc_iso(plan.first_expired) if plan.first_expired else None,
-                        "reason": f"{plan.expired_count} slot(s) missed while down, "
-                        f"past the {grace.total_seconds():.0f}s grace window",
-                    },
-                )
-            )
-        for slot in plan.coalesced:
-            events.append(
-                Event(
-                    "skip",
-                    "daemon",
-                    run_key=slot_run_key(row.name, slot),
-                    **base,
-                    details={
-                        "code": "coalesced",
-                        "scheduled_for": slot.isoformat(),
-                        "reason": "missed while down; only the newest missed slot is caught up",
-                    },
-                )
-            )
-        if plan.fire is not None:
-            requests.append(FireRequest(row.name, "catchup", slot_run_key(row.name, plan.fire), "daemon", plan.fire))
-    conn.execute(update(jobs).where(jobs.c.removed_at.is_(None), jobs.c.last_slot < now).values(last_slot=now))
+            reason = f"{plan.expired_count} slot(s) missed, past the {policy.grace.total_seconds():.0f}s grace window"
+            first = utc_iso(plan.first_expired) if plan.first_expired else None
+            details = {"code": "missed", "count": plan.expired_count, "first": first, "reason": reason}
+            events.append(Event("skip", "daemon", **base, details=details))
+        for slot, code in plan.skipped[:AUDIT_EACH]:
+            details = {"code": code, "scheduled_for": slot.isoformat(), "reason": CATCHUP_REASONS[code]}
+            events.append(Event("skip", "daemon", run_key=slot_run_key(row.name, slot), **base, details=details))
+        if len(plan.skipped) > AUDIT_EACH:
+            rest = plan.skipped[AUDIT_EACH:]
+            code = rest[0][1]
+            details = {"code": code, "count": len(rest), "first": utc_iso(rest[0][0]),
+                       "last": utc_iso(rest[-1][0]), "reason": CATCHUP_REASONS[code]}  # fmt: skip
+            events.append(Event("skip", "daemon", **base, details=details))
+        requests.extend(FireRequest(row.name, "catchup", slot_run_key(row.name, s), "daemon", s) for s in plan.fire)
+    if caught_up:
+        conn.execute(update(jobs).where(jobs.c.name.in_(caught_up), jobs.c.last_slot < now).values(last_slot=now))
     append(conn, now, events)
     return requests
 

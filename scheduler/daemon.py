@@ -24,8 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from scheduler import ledger
 from scheduler.catalog import apply_config, catch_up_requests, refresh_next_fire
 from scheduler.config import Config
+from scheduler.durations import format_duration
 from scheduler.lease import Lease
-from scheduler.planner import FireRequest, slot_run_key, zenml_run_name
+from scheduler.outcomes import Outcome, record_outcome
+from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key, startable, zenml_run_name
 from scheduler.runner import Runner
 from scheduler.settings import Settings
 from scheduler.store import Store
@@ -73,9 +75,11 @@ class Daemon:
         self._next_heartbeat = 0.0
         self._next_request_poll = 0.0
         self._maybe_queued = True
+        self._next_queue_poll = 0.0
+        self.timeouts = {name: job.timeout for name, job in config.jobs.items()}
         self._early: list[tuple[str, list[datetime]]] = []
         self._pending_fires: list[FireRequest] = []
-        self._pending_outcomes: list[ledger.Outcome] = []
+        self._pending_outcomes: list[Outcome] = []
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,6 +93,7 @@ class Daemon:
         with self.store.write() as conn:
             apply_config(conn, self.config, now, "daemon")
             self._recover(conn, now)
+            ledger.expire_queued(conn, self.config, now, self.grace)
             missed = catch_up_requests(conn, self.config, now, self.grace)
             ledger.fire(conn, missed, self.config, now, self.grace)
             self.next_fires = {
@@ -96,18 +101,20 @@ class Daemon:
                 for name, job in self.config.jobs.items()
             }
             refresh_next_fire(conn, self.next_fires)
+            exhausted = ledger.exhausted_jobs(conn, self.config)
         for name, job in self.config.jobs.items():
-            self.clock.put(job, self.next_fires[name])
+            self.clock.put(job, None if name in exhausted else self.next_fires[name])
         self.clock.start()
         self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
 
     def _recover(self, conn: object, now: datetime) -> None:
         """Runs left `running` by a previous daemon: follow the live ones, settle the dead ones."""
         for run in ledger.runs_in(conn, ("running",)):  # type: ignore[arg-type]
-            if run.pid is not None and self.runner.adopt(run.id, run.pid, run.pid_start):
+            running_for = (now - run.started_at).total_seconds() if run.started_at else 0.0
+            if run.pid is not None and self.runner.adopt(run.id, run.pid, run.pid_start, run.job, running_for):
                 log.info("adopted run %s (pid %s) of a previous daemon", run.run_key, run.pid)
                 continue
-            ledger.record_outcome(conn, self.runner.collect_orphan(run.id), now)  # type: ignore[arg-type]
+            self._settle(conn, self.runner.collect_orphan(run.id), now)
 
     # ---- loop ------------------------------------------------------------------------------
     def tick(self, now: datetime) -> None:
@@ -115,10 +122,21 @@ class Daemon:
         # Slots and outcomes are kept until their transaction commits, so a database hiccup
         # delays them to the next tick instead of losing them.
         self._pending_fires += self._drain_slots()
-        poll_requests = not self.stopping and time.monotonic() >= self._next_request_poll
+        if self.stopping:
+            # Not recorded: the next start sees them after the slot watermark and catches up per policy.
+            self._pending_fires = []
+        # Requests are also taken whenever slots fire, so a resume is always seen before the
+        # resumed job's next slot (which would otherwise move its watermark past the missed ones).
+        poll_requests = not self.stopping and (bool(self._pending_fires) or time.monotonic() >= self._next_request_poll)
         if self._pending_fires or poll_requests:
             with self.store.write() as conn:
-                batch = self._pending_fires + (ledger.take_requests(conn) if poll_requests else [])
+                batch: list[FireRequest] = []
+                if poll_requests:
+                    asked = ledger.take_requests(conn)
+                    for job in asked.resumed:
+                        batch += catch_up_requests(conn, self.config, now, self.grace, only=job)
+                    batch += asked.runs
+                batch += self._pending_fires
                 if batch:
                     self._fire(conn, batch, now)
             self._pending_fires = []
@@ -126,13 +144,17 @@ class Daemon:
                 self._next_request_poll = time.monotonic() + 0.5
         if not self.stopping:
             self._start_queued(now)
+        for child in self.runner.overdue(self.timeouts):
+            limit = self.timeouts[child.job] or 0
+            self.runner.stop(child.run_id, f"timed out after {format_duration(limit)}", status="timed_out")
         self._pending_outcomes += self.runner.poll()
         if self._pending_outcomes:
             with self.store.write() as conn:
                 for outcome in self._pending_outcomes:
-                    ledger.record_outcome(conn, outcome, now)
+                    self._settle(conn, outcome, now)
             self._pending_outcomes = []
             self._maybe_queued = True
+        self._record_repairs(now)
         if time.monotonic() >= self._next_heartbeat:
             self.lease.heartbeat(now)
             self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
@@ -154,16 +176,46 @@ class Daemon:
         result = ledger.fire(conn, batch, self.config, now, self.grace)  # type: ignore[arg-type]
         if result.queued:
             self._maybe_queued = True
+        for run_id in result.replaced:
+            self.runner.stop(run_id, "replaced by a newer run (concurrency: replace)")
+        for name in result.exhausted:
+            log.info("job %s reached max_runs; no more scheduled fires", name)
+            self.clock.remove(name)
+
+    def _settle(self, conn: Any, outcome: Outcome, now: datetime) -> None:
+        """Record how a run ended; a run that may have left its ZenML run unfinished gets repaired."""
+        effects = record_outcome(conn, outcome, self.config, now)
+        if effects.paused_job:
+            log.warning(
+                "job %s paused itself after repeated failures; `zenml-scheduler resume %s`",
+                effects.paused_job,
+                effects.paused_job,
+            )
+        if outcome.status in ("timed_out", "cancelled", "lost") and effects.zenml_run_name:
+            self.runner.repair(outcome.run_id, effects.zenml_run_name)
+
+    def _record_repairs(self, now: datetime) -> None:
+        reports = self.runner.poll_repairs()
+        if reports:
+            with self.store.write() as conn:
+                for run_id, report in reports:
+                    ledger.record_repair(conn, run_id, report, now)
 
     def _start_queued(self, now: datetime) -> None:
         free = self.settings.max_concurrent_runs - self.runner.active
-        if free <= 0 or not self._maybe_queued:
+        due = time.monotonic() >= self._next_queue_poll  # back-off and jitter expire with time alone
+        if free <= 0 or not (self._maybe_queued or due):
             return
+        self._maybe_queued = False
+        self._next_queue_poll = time.monotonic() + 0.5
         with self.store.read() as conn:
-            waiting = ledger.queued_runs(conn, free)
-        self._maybe_queued = len(waiting) == free
+            waiting = ledger.queued_runs(conn, now, 1000)
+        running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
+        limits = {name: run_limit(policy_of(job, self.grace)) for name, job in self.config.jobs.items()}
+        chosen = set(startable([(run.id, run.job) for run in waiting], running, limits, free))
         for run in waiting:
-            self._launch(run, now)
+            if run.id in chosen:
+                self._launch(run, now)
 
     def _launch(self, run: object, now: datetime) -> None:
         spec = json.loads(run.parameters_json)  # type: ignore[attr-defined]
@@ -183,7 +235,9 @@ class Daemon:
             child = self.runner.start(run.id, spec)  # type: ignore[attr-defined]
         except OSError as exc:
             with self.store.write() as conn:
-                ledger.mark_launch_failed(conn, run, f"could not start child process: {exc}", now)
+                failure = Outcome(run.id, "failed", error=f"could not start child process: {exc}")  # type: ignore[attr-defined]
+                record_outcome(conn, failure, self.config, now, stage="launch")
+            self._maybe_queued = True
             return
         with self.store.write() as conn:
             ledger.set_pid(conn, run, child.pid, child.pid_start, run_name, log_path, now)

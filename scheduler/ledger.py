@@ -7,8 +7,9 @@ audit events that explain it commit together or not at all.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,8 +23,10 @@ from scheduler.planner import (
     FireRequest,
     JobState,
     Launch,
+    Policy,
     Skip,
     decide,
+    policy_of,
 )
 from scheduler.store import jobs, requests, runs
 
@@ -45,50 +48,76 @@ class FireResult:
     queued: list[int]
     skipped: int
     duplicates: int
+    replaced: list[int] = field(default_factory=list)  # running runs to stop (concurrency: replace)
+    exhausted: set[str] = field(default_factory=set)  # jobs that reached max_runs
+
+
+def _job_states(conn: Connection, names: set[str], config: Config) -> dict[str, JobState]:
+    stored = {
+        row.name: row
+        for row in conn.execute(select(jobs.c.name, jobs.c.paused, jobs.c.launched).where(jobs.c.name.in_(names)))
+    }
+    active: dict[str, list[Any]] = {name: [] for name in names}
+    for row in conn.execute(
+        select(runs.c.id, runs.c.job, runs.c.status).where(runs.c.job.in_(names), runs.c.status.in_(ACTIVE_STATUSES))
+    ):
+        active[row.job].append(row)
+    states = {}
+    for name in names:
+        row, mine = stored.get(name), active[name]
+        states[name] = JobState(
+            exists=name in config.jobs, paused=bool(row and row.paused), launched=row.launched if row else 0,
+            running=sum(r.status == "running" for r in mine), queued=sum(r.status == "queued" for r in mine),
+            active_ids=tuple(r.id for r in mine),
+        )  # fmt: skip
+    return states
 
 
 def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: datetime, grace: timedelta) -> FireResult:
     """Decide and record each request: a queued run row, a skipped row, or a duplicate (audit only).
 
     One statement per kind of write, whatever the batch size: a burst of a thousand slots is
-    one multi-row INSERT, not a thousand round trips.
+    one multi-row INSERT, not a thousand round trips. A slot skipped because its job is paused
+    gets no row: it stays free for the catch-up that runs on resume.
     """
     batch = list(batch)
-    names = {request.job for request in batch}
-    paused = dict(conn.execute(select(jobs.c.name, jobs.c.paused).where(jobs.c.name.in_(names))).all())
-    active = dict(
-        conn.execute(
-            select(runs.c.job, func.count())
-            .where(runs.c.job.in_(names), runs.c.status.in_(ACTIVE_STATUSES))
-            .group_by(runs.c.job)
-        ).all()
-    )
+    states = _job_states(conn, {request.job for request in batch}, config)
     keys = {request.run_key for request in batch}
     taken = set(conn.execute(select(runs.c.run_key).where(runs.c.run_key.in_(keys), runs.c.attempt == 1)).scalars())
     rows: list[dict[str, Any]] = []
     decided: list[tuple[FireRequest, Launch | Skip | None, dict[str, Any] | None]] = []
+    replaced: list[int] = []
     for request in batch:
         if request.run_key in taken:
             decided.append((request, None, None))
             continue
-        taken.add(request.run_key)
         job = config.jobs.get(request.job)
-        state = JobState(job is not None, paused.get(request.job, False), active.get(request.job, 0))
-        decision = decide(request, state, now, grace)
+        state = states[request.job]
+        decision = decide(request, state, policy_of(job, grace) if job else Policy(grace), now)
         spec = launch_spec(job, request.parameters) if job is not None else None
+        decided.append((request, decision, spec))
+        if isinstance(decision, Skip) and decision.code == "paused":
+            continue
+        taken.add(request.run_key)
         row = {
             "run_key": request.run_key, "attempt": 1, "job": request.job, "trigger": request.trigger,
             "scheduled_for": request.scheduled_for, "created_at": now, "source": request.source,
             "config_revision": config.revision, "parameters_json": json.dumps(spec) if spec else None,
-            "status": "queued", "reason": None, "finished_at": None,
+            "status": "queued", "reason": None, "finished_at": None, "not_before": None,
         }  # fmt: skip
         if isinstance(decision, Skip):
             row.update(status="skipped", reason=f"{decision.code}: {decision.reason}", finished_at=now)
         else:
-            active[request.job] = active.get(request.job, 0) + 1
+            row["not_before"] = decision.not_before
+            replaced.extend(decision.replaces)
+            states[request.job] = replace(
+                state, queued=state.queued + 1, running=0 if decision.replaces else state.running,
+                launched=state.launched + (request.trigger != "manual"),
+                active_ids=() if decision.replaces else state.active_ids,
+            )  # fmt: skip
         rows.append(row)
-        decided.append((request, decision, spec))
     ids = _insert_ignoring_duplicates(conn, rows)
+    cancelled_queued = _end_replaced(conn, replaced, now)
     events, queued, skipped, duplicates = [], [], 0, 0
     for request, decision, spec in decided:
         base = {"job": request.job, "run_key": request.run_key, "config_revision": config.revision}
@@ -97,7 +126,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             "trigger": request.trigger,
         }
         run_id = ids.get(request.run_key)
-        if decision is None or run_id is None:
+        if decision is None or (run_id is None and not (isinstance(decision, Skip) and decision.code == "paused")):
             duplicates += 1
             reason = "run key already taken; slot not launched twice"
             events.append(
@@ -105,14 +134,44 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             )
         elif isinstance(decision, Launch):
             queued.append(run_id)
-            events.append(Event("fire", request.source, **base, details={**slot, "run_id": run_id, "launch": spec}))
+            details = {**slot, "run_id": run_id, "launch": spec}
+            if decision.not_before:
+                details["not_before"] = decision.not_before.isoformat()
+            if decision.replaces:
+                details["replaces"] = list(decision.replaces)
+            events.append(Event("fire", request.source, **base, details=details))
         else:
             skipped += 1
             details = {**slot, "code": decision.code, "reason": decision.reason}
             events.append(Event("skip", request.source, **base, details=details))
     _update_jobs_after_fire(conn, [(r, d) for r, d, _ in decided if d is not None], config, now)
     append(conn, now, events)
-    return FireResult(queued, skipped, duplicates)
+    exhausted = {r.job for r, d, _ in decided if isinstance(d, Skip) and d.code == "max-runs"}
+    for request, decision, _ in decided:
+        job = config.jobs.get(request.job)
+        if (
+            isinstance(decision, Launch)
+            and job
+            and job.spec.max_runs
+            and states[request.job].launched >= job.spec.max_runs
+        ):
+            exhausted.add(request.job)
+    running_replaced = [run_id for run_id in replaced if run_id not in cancelled_queued]
+    return FireResult(queued, skipped, duplicates, running_replaced, exhausted)
+
+
+def _end_replaced(conn: Connection, run_ids: list[int], now: datetime) -> set[int]:
+    """Cancel replaced runs that had not started yet; return their ids (running ones are stopped by the daemon)."""
+    if not run_ids:
+        return set()
+    waiting = set(conn.execute(select(runs.c.id).where(runs.c.id.in_(run_ids), runs.c.status == "queued")).scalars())
+    if waiting:
+        conn.execute(
+            update(runs)
+            .where(runs.c.id.in_(waiting))
+            .values(status="cancelled", finished_at=now, error="replaced by a newer run")
+        )
+    return waiting
 
 
 def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -127,14 +186,20 @@ def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) ->
 def _update_jobs_after_fire(
     conn: Connection, decided: list[tuple[FireRequest, Launch | Skip]], config: Config, now: datetime
 ) -> None:
-    """Advance each job's last slot and next fire time, and count its skips, in two statements."""
+    """Advance each job's last slot and next fire time, and its dispatch state, in two statements."""
     slots: dict[str, datetime] = {}
-    skips: dict[str, tuple[int, str]] = {}
+    dispatch: dict[str, dict[str, Any]] = {}
     for request, decision in decided:
-        if request.scheduled_for is not None and request.trigger != "manual":
+        paused = isinstance(decision, Skip) and decision.code == "paused"
+        if request.scheduled_for is not None and request.trigger != "manual" and not paused:
             slots[request.job] = max(slots.get(request.job, request.scheduled_for), request.scheduled_for)
+        state = dispatch.setdefault(request.job, {"b_name": request.job, "b_skipped": 0, "b_launched": 0})
         if isinstance(decision, Skip):
-            skips[request.job] = (skips.get(request.job, (0, ""))[0] + 1, request.run_key)
+            state["b_skipped"] += 1
+            state["b_result"] = f"skipped-{decision.code}"
+        else:
+            state["b_launched"] += request.trigger != "manual"
+            state["b_result"] = "success"
     if slots:
         slot = bindparam("b_slot")
         conn.execute(
@@ -151,17 +216,17 @@ def _update_jobs_after_fire(
                 for name, slot_time in slots.items()
             ],
         )
-    if skips:
+    if dispatch:
         conn.execute(
             update(jobs)
             .where(jobs.c.name == bindparam("b_name"))
             .values(
-                skipped=jobs.c.skipped + bindparam("b_count"),
-                last_outcome="skipped",
-                last_outcome_at=now,
-                last_run_key=bindparam("b_key"),
+                skipped=jobs.c.skipped + bindparam("b_skipped"),
+                launched=jobs.c.launched + bindparam("b_launched"),
+                last_dispatch=bindparam("b_result"),
+                last_dispatch_at=now,
             ),
-            [{"b_name": name, "b_count": count, "b_key": key} for name, (count, key) in skips.items()],
+            list(dispatch.values()),
         )
 
 
@@ -170,32 +235,26 @@ def _next_fire(config: Config, name: str, after: datetime) -> datetime | None:
     return job.trigger.next_after(after) if job is not None else None
 
 
-def _count_outcome(conn: Connection, job: str, outcome: str, run_key: str, now: datetime) -> None:
-    counter = {"succeeded": jobs.c.succeeded, "failed": jobs.c.failed, "skipped": jobs.c.skipped}.get(outcome)
-    values: dict[Any, Any] = {"last_outcome": outcome, "last_outcome_at": now, "last_run_key": run_key}
-    if counter is not None:
-        values[counter.name] = counter + 1
-    conn.execute(update(jobs).where(jobs.c.name == job).values(**values))
+@dataclass(frozen=True)
+class Requests:
+    runs: list[FireRequest]
+    resumed: list[str]  # jobs resumed since: their missed slots are due for catch-up
 
 
-def take_requests(conn: Connection, limit: int = 1000) -> list[FireRequest]:
-    """Claim manual requests written by other processes (the CLI, later the API)."""
+def take_requests(conn: Connection, limit: int = 1000) -> Requests:
+    """Claim what other processes (the CLI, later the API) asked the daemon to do."""
     rows = conn.execute(
         select(requests).where(requests.c.handled_at.is_(None)).order_by(requests.c.id).limit(limit)
     ).all()
     if not rows:
-        return []
+        return Requests([], [])
     conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=func.now()))
-    return [
-        FireRequest(
-            job=r.job,
-            trigger="manual",
-            run_key=r.run_key,
-            source=r.source,
-            parameters=json.loads(r.parameters_json or "{}"),
-        )
+    runs_asked = [
+        FireRequest(r.job, "manual", r.run_key, r.source, parameters=json.loads(r.parameters_json or "{}"))
         for r in rows
+        if r.kind == "run"
     ]
+    return Requests(runs_asked, [r.job for r in rows if r.kind == "resume"])
 
 
 def add_request(
@@ -209,87 +268,44 @@ def add_request(
 ) -> None:
     conn.execute(
         insert(requests).values(
-            job=job, run_key=run_key, parameters_json=json.dumps(parameters), source=source, created_at=now
+            kind="run", job=job, run_key=run_key, parameters_json=json.dumps(parameters), source=source, created_at=now
         )
     )
     append(conn, now, [Event("manual-trigger", source, job, run_key, revision, {"parameters": parameters})])
 
 
-def queued_runs(conn: Connection, limit: int) -> list[Any]:
-    return conn.execute(select(runs).where(runs.c.status == "queued").order_by(runs.c.id).limit(limit)).all()
+def queued_runs(conn: Connection, now: datetime, limit: int) -> list[Any]:
+    """Queued runs whose jitter or retry back-off has passed, oldest first."""
+    due = or_(runs.c.not_before.is_(None), runs.c.not_before <= now)
+    return conn.execute(select(runs).where(runs.c.status == "queued", due).order_by(runs.c.id).limit(limit)).all()
+
+
+def expire_queued(conn: Connection, config: Config, now: datetime, grace: timedelta) -> int:
+    """At start: a scheduled run still queued from before, whose slot is now past its grace window,
+    is skipped (on the record) instead of running hours late."""
+    expired = []
+    for run in conn.execute(
+        select(runs).where(runs.c.status == "queued", runs.c.trigger != "manual", runs.c.attempt == 1)
+    ):
+        job = config.jobs.get(run.job)
+        limit = timedelta(seconds=job.grace) if job is not None and job.grace is not None else grace
+        if run.scheduled_for is not None and now - (run.not_before or run.scheduled_for) > limit:
+            expired.append(run)
+    events = []
+    for run in expired:
+        late = (now - run.scheduled_for).total_seconds()
+        reason = f"missed: still queued {late:.0f}s after its slot, past the grace window"
+        conn.execute(update(runs).where(runs.c.id == run.id).values(status="skipped", reason=reason, finished_at=now))
+        details = {"code": "missed", "run_id": run.id, "reason": "queued at shutdown; past the grace window at start"}
+        events.append(Event("skip", DAEMON, run.job, run.run_key, run.config_revision, details))
+    append(conn, now, events)
+    return len(expired)
 
 
 def mark_started(conn: Connection, run: Any, log_path: str, now: datetime) -> None:
     """Claim a queued run for launch; committed before the child is spawned."""
     conn.execute(update(runs).where(runs.c.id == run.id).values(status="running", started_at=now, log_path=log_path))
     conn.execute(update(jobs).where(jobs.c.name == run.job).values(runs_total=jobs.c.runs_total + 1))
-
-
-def mark_launch_failed(conn: Connection, run: Any, error: str, now: datetime) -> None:
-    conn.execute(update(runs).where(runs.c.id == run.id).values(status="failed", error=error, finished_at=now))
-    _count_outcome(conn, run.job, "failed", run.run_key, now)
-    append(
-        conn,
-        now,
-        [
-            Event(
-                "run-failed",
-                DAEMON,
-                run.job,
-                run.run_key,
-                run.config_revision,
-                {"run_id": run.id, "error": error, "stage": "launch"},
-            )
-        ],
-    )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    run_id: int
-    status: str  # succeeded | failed | cancelled | lost
-    exit_code: int | None = None
-    zenml_run_id: str | None = None
-    zenml_run_name: str | None = None
-    error: str | None = None
-
-
-def record_outcome(conn: Connection, outcome: Outcome, now: datetime) -> None:
-    run = conn.execute(select(runs).where(runs.c.id == outcome.run_id)).one()
-    conn.execute(
-        update(runs)
-        .where(runs.c.id == outcome.run_id)
-        .values(
-            status=outcome.status,
-            finished_at=now,
-            exit_code=outcome.exit_code,
-            zenml_run_id=outcome.zenml_run_id,
-            zenml_run_name=outcome.zenml_run_name,
-            error=outcome.error,
-        )
-    )
-    _count_outcome(conn, run.job, outcome.status, run.run_key, now)
-    duration = (now - run.started_at).total_seconds() if run.started_at else None
-    append(
-        conn,
-        now,
-        [
-            Event(
-                f"run-{outcome.status}",
-                DAEMON,
-                run.job,
-                run.run_key,
-                run.config_revision,
-                {
-                    "run_id": run.id,
-                    "exit_code": outcome.exit_code,
-                    "zenml_run_id": outcome.zenml_run_id,
-                    "error": outcome.error,
-                    "duration_s": duration,
-                },
-            )
-        ],
-    )
 
 
 def runs_in(conn: Connection, statuses: tuple[str, ...]) -> list[Any]:
@@ -311,6 +327,10 @@ def set_paused(conn: Connection, job: str, paused: bool, source: str, now: datet
         now,
         [Event("pause" if paused else "resume", source, job, details={"was_paused": row.paused, "reason": reason})],
     )
+    if row.paused and not paused:  # tell the daemon, which catches up the slots missed meanwhile
+        nonce = uuid.uuid4().hex[:8]
+        conn.execute(insert(requests).values(kind="resume", job=job, run_key=f"{job}@resume:{now.isoformat()}#{nonce}",
+                                             source=source, created_at=now))  # fmt: skip
     return True
 
 
@@ -338,3 +358,19 @@ def set_pid(
             )
         ],
     )
+
+
+def exhausted_jobs(conn: Connection, config: Config) -> set[str]:
+    """Jobs whose max_runs is used up: they are no longer timed."""
+    limits = {name: job.spec.max_runs for name, job in config.jobs.items() if job.spec.max_runs}
+    if not limits:
+        return set()
+    rows = conn.execute(select(jobs.c.name, jobs.c.launched).where(jobs.c.name.in_(limits)))
+    return {row.name for row in rows if row.launched >= limits[row.name]}
+
+
+def record_repair(conn: Connection, run_id: int, report: dict[str, Any] | None, now: datetime) -> None:
+    """Audit what the ZenML-side repair of an ended run found and did."""
+    run = conn.execute(select(runs.c.job, runs.c.run_key, runs.c.config_revision).where(runs.c.id == run_id)).one()
+    details = {"run_id": run_id, **(report or {"error": "the repair process gave no report"})}
+    append(conn, now, [Event("zenml-run-reconciled", DAEMON, run.job, run.run_key, run.config_revision, details)])

@@ -57,12 +57,46 @@ class JobState:
 
     exists: bool = True
     paused: bool = False
-    active_runs: int = 0
+    running: int = 0
+    queued: int = 0
+    launched: int = 0  # scheduled slots launched so far, across restarts (for max_runs)
+    active_ids: tuple[int, ...] = ()  # its queued and running runs, which `replace` ends
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A job's firing policies as plain values (see the README for each one)."""
+
+    grace: timedelta = timedelta(minutes=10)
+    catchup: str = "latest"
+    max_catchup: int = 50
+    concurrency: str = "skip"
+    max_active: int | None = None
+    max_queued: int = 10
+    start: datetime | None = None
+    end: datetime | None = None
+    max_runs: int | None = None
+    jitter: float = 0.0
+
+    def in_window(self, instant: datetime) -> bool:
+        return (self.start is None or instant >= self.start) and (self.end is None or instant <= self.end)
+
+
+def policy_of(job: Job, default_grace: timedelta) -> Policy:
+    trigger = job.trigger
+    start = getattr(trigger, "start", None)
+    end = getattr(trigger, "end", None)
+    grace = timedelta(seconds=job.grace) if job.grace is not None else default_grace
+    spec = job.spec
+    return Policy(grace, spec.catchup, spec.max_catchup, spec.concurrency, spec.max_active, spec.max_queued,
+                  start, end, spec.max_runs, job.jitter)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Launch:
     request: FireRequest
+    not_before: datetime | None = None  # jitter: start no earlier than this
+    replaces: tuple[int, ...] = ()  # runs of the job to end first (concurrency: replace)
 
 
 @dataclass(frozen=True)
@@ -75,43 +109,107 @@ class Skip:
 Decision = Launch | Skip
 
 
-def decide(request: FireRequest, state: JobState, now: datetime, grace: timedelta) -> Decision:
-    """Launch or skip one request. Manual runs ignore pause (a person asked explicitly)."""
+def slot_jitter(run_key: str, seconds: float) -> float:
+    """A delay in [0, seconds) derived from the run key: stable for a slot, so a restart keeps it."""
+    if seconds <= 0:
+        return 0.0
+    fraction = int(hashlib.sha256(run_key.encode()).hexdigest()[:8], 16) / 2**32
+    return fraction * seconds
+
+
+def decide(request: FireRequest, state: JobState, policy: Policy, now: datetime) -> Decision:
+    """Launch or skip one request. Manual runs skip the schedule checks (a person asked
+    explicitly) but obey the concurrency policy like any other run."""
     if not state.exists:
         return Skip(request, "job-removed", f"job {request.job!r} is not in the current config")
-    if request.trigger != "manual":
+    scheduled = request.trigger != "manual"
+    slot = request.scheduled_for
+    if scheduled:
         if state.paused:
             return Skip(request, "paused", "job is paused")
-        if request.scheduled_for is not None and now - request.scheduled_for > grace:
-            late = (now - request.scheduled_for).total_seconds()
+        if slot is not None and not policy.in_window(slot):
+            return Skip(request, "outside-window", "slot is outside the job's start/end window")
+        if policy.max_runs is not None and state.launched >= policy.max_runs:
+            return Skip(request, "max-runs", f"max_runs {policy.max_runs} reached")
+        if slot is not None and now - slot > policy.grace:
+            late = (now - slot).total_seconds()
             return Skip(
-                request, "missed", f"slot is {late:.0f}s late, past the {grace.total_seconds():.0f}s grace window"
+                request,
+                "missed",
+                f"slot is {late:.0f}s late, past the {policy.grace.total_seconds():.0f}s grace window",
             )
-    if state.active_runs > 0:
+    concurrency, max_queued = policy.concurrency, policy.max_queued
+    if request.trigger == "catchup" and policy.catchup == "all" and concurrency == "skip":
+        concurrency, max_queued = "queue", max(max_queued, policy.max_catchup)  # missed slots run one by one
+    active = state.running + state.queued
+    replaces: tuple[int, ...] = ()
+    if concurrency == "skip" and active:
         return Skip(request, "concurrency", f"a previous run of {request.job!r} is still active")
-    return Launch(request)
+    if concurrency == "queue" and state.queued >= max_queued:
+        return Skip(request, "queue-full", f"{state.queued} run(s) already queued (max_queued {max_queued})")
+    if concurrency == "allow" and policy.max_active is not None and active >= policy.max_active:
+        return Skip(request, "concurrency", f"{active} run(s) active (max_active {policy.max_active})")
+    if concurrency == "replace":
+        replaces = state.active_ids
+    not_before = None
+    if scheduled and slot is not None and policy.jitter:
+        not_before = slot + timedelta(seconds=slot_jitter(request.run_key, policy.jitter))
+    return Launch(request, not_before, replaces)
+
+
+# How many missed slots are audited one by one per job; the rest go into one summary event.
+AUDIT_EACH = 200
+# How many slots inside one grace window are examined at most (an every-1s job over 24h).
+WINDOW_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
 class CatchUp:
-    """Slots a job missed while the daemon was down: the one to fire, and the rest, counted."""
+    """Slots a job missed while the daemon was down or the job paused."""
 
-    fire: datetime | None
-    coalesced: list[datetime]
-    expired_count: int
+    fire: list[datetime]  # oldest first
+    skipped: list[tuple[datetime, str]]  # (slot, code): coalesced, catchup-none, catchup-limit
+    expired_count: int  # before the grace window
     first_expired: datetime | None
 
 
-def plan_catch_up(job: Job, last_slot: datetime, now: datetime, grace: timedelta, limit: int = 1000) -> CatchUp:
-    """Missed slots in (last_slot, now]: fire the most recent one inside the grace window once,
-    record the older in-window ones as coalesced into it, and count those past the window."""
-    window_start = max(last_slot, now - grace)
-    in_window = slots_between(job.trigger, window_start, now, limit)
-    expired = count_slots_between(job.trigger, last_slot, window_start, limit)
-    first_expired = None
-    if expired:
-        first = slots_between(job.trigger, last_slot, window_start, 1)
-        first_expired = first[0] if first else None
-    if not in_window:
-        return CatchUp(None, [], expired, first_expired)
-    return CatchUp(in_window[-1], in_window[:-1], expired, first_expired)
+def plan_catch_up(job: Job, last_slot: datetime, now: datetime, policy: Policy) -> CatchUp:
+    """Missed slots in (last_slot, now]: those past the grace window are only counted; inside it,
+    `none` fires nothing, `latest` the newest slot once, `all` the newest max_catchup, oldest first."""
+    window_start = max(last_slot, now - policy.grace)
+    in_window = slots_between(job.trigger, window_start, now, WINDOW_LIMIT)
+    expired = count_slots_between(job.trigger, last_slot, window_start, WINDOW_LIMIT)
+    first = slots_between(job.trigger, last_slot, window_start, 1) if expired else []
+    if policy.catchup == "none":
+        fire, skipped = [], [(slot, "catchup-none") for slot in in_window]
+    elif policy.catchup == "latest":
+        fire, skipped = in_window[-1:], [(slot, "coalesced") for slot in in_window[:-1]]
+    else:
+        cut = max(0, len(in_window) - policy.max_catchup)
+        fire, skipped = in_window[cut:], [(slot, "catchup-limit") for slot in in_window[:cut]]
+    return CatchUp(fire, skipped, expired, first[0] if first else None)
+
+
+def run_limit(policy: Policy) -> int | None:
+    """How many runs of one job may run at once (None: only the global limit applies)."""
+    if policy.concurrency == "allow":
+        return policy.max_active
+    return 1
+
+
+def startable(
+    waiting: list[tuple[int, str]], running: dict[str, int], limits: dict[str, int | None], free: int
+) -> list[int]:
+    """Which queued runs to start now: first come first served across jobs (`waiting` is
+    (run id, job) oldest first), at most `free` in all, never past a job's own limit."""
+    chosen: list[int] = []
+    counts = dict(running)
+    for run_id, job in waiting:
+        if len(chosen) >= free:
+            break
+        limit = limits.get(job, 1)
+        if limit is not None and counts.get(job, 0) >= limit:
+            continue
+        chosen.append(run_id)
+        counts[job] = counts.get(job, 0) + 1
+    return chosen

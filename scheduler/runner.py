@@ -15,17 +15,18 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scheduler.launch_protocol import read_result
 from scheduler.lease import process_alive, process_start_ticks
-from scheduler.ledger import Outcome
+from scheduler.outcomes import Outcome
 
 log = logging.getLogger("zenml_scheduler.runner")
 
 CHILD_MODULE = "scheduler.child"
+REPAIR_MODULE = "scheduler.zenml_repair"
 EXIT_CANNOT_START = 3
 
 
@@ -49,8 +50,11 @@ class Child:
     pid_start: str | None
     run_dir: Path
     process: subprocess.Popen[bytes] | None  # None when adopted from a previous daemon
+    job: str = ""
+    started: float = field(default_factory=time.monotonic)
     stopping_since: float | None = None
     stop_reason: str | None = None
+    stop_status: str = "cancelled"  # or timed_out
 
     @property
     def result_path(self) -> Path:
@@ -67,9 +71,22 @@ class Runner:
         self.kill_grace = kill_grace
         self.env = child_env(base_env, project_root)
         self.children: dict[int, Child] = {}
+        self.repairs: dict[int, subprocess.Popen[bytes]] = {}
 
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)
+
+    def running(self, job: str) -> int:
+        return sum(child.job == job for child in self.children.values())
+
+    def overdue(self, timeouts: Mapping[str, float | None]) -> list[Child]:
+        """Children running longer than their job's timeout and not being stopped yet."""
+        now = time.monotonic()
+        return [
+            child
+            for child in self.children.values()
+            if child.stopping_since is None and (limit := timeouts.get(child.job)) and now - child.started > limit
+        ]
 
     def start(self, run_id: int, spec: dict[str, Any]) -> Child:
         """Write the spec and spawn the child; raise OSError if it cannot be spawned."""
@@ -88,13 +105,13 @@ class Runner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        child = Child(run_id, process.pid, process_start_ticks(process.pid), run_dir, process)
+        child = Child(run_id, process.pid, process_start_ticks(process.pid), run_dir, process, str(spec.get("job", "")))
         self.children[run_id] = child
         return child
 
-    def adopt(self, run_id: int, pid: int, pid_start: str | None) -> bool:
+    def adopt(self, run_id: int, pid: int, pid_start: str | None, job: str = "", running_for: float = 0.0) -> bool:
         """Follow a child started by a previous daemon; False when it is no longer alive."""
-        child = Child(run_id, pid, pid_start, self.run_dir(run_id), None)
+        child = Child(run_id, pid, pid_start, self.run_dir(run_id), None, job, time.monotonic() - running_for)
         if not process_alive(pid, pid_start):
             return False
         self.children[run_id] = child
@@ -107,6 +124,32 @@ class Runner:
             "lost",
             error="the daemon stopped while this run was active and its process is gone without a result",
         )
+
+    def repair(self, run_id: int, zenml_run_name: str) -> None:
+        """Mark the ZenML run of an ended run failed if it was left unfinished (e.g. after SIGKILL).
+        It runs beside the scheduled runs and does not count against max_concurrent_runs."""
+        run_dir = self.run_dir(run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "repair.log", "ab") as output:
+            self.repairs[run_id] = subprocess.Popen(
+                [self.python, "-m", REPAIR_MODULE, zenml_run_name, str(run_dir / "repair.json")],
+                cwd=self.project_root, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def poll_repairs(self) -> list[tuple[int, dict[str, Any] | None]]:
+        """Reports of repairs that finished since the last call."""
+        done = []
+        for run_id, process in list(self.repairs.items()):
+            if process.poll() is None:
+                continue
+            del self.repairs[run_id]
+            try:
+                report = json.loads((self.run_dir(run_id) / "repair.json").read_text())
+            except (OSError, ValueError):
+                report = None
+            done.append((run_id, report))
+        return done
 
     @property
     def active(self) -> int:
@@ -130,12 +173,13 @@ class Runner:
             return _RUNNING if code is None else code
         return _RUNNING if process_alive(child.pid, child.pid_start) else None
 
-    def stop(self, run_id: int, reason: str) -> None:
-        """Ask a child's whole process group to stop; SIGKILL follows after kill_grace."""
+    def stop(self, run_id: int, reason: str, status: str = "cancelled") -> None:
+        """Ask a child's whole process group to stop; SIGKILL follows after kill_grace.
+        Its outcome will be `status` (cancelled or timed_out) unless it still succeeds."""
         child = self.children.get(run_id)
         if child is None or child.stopping_since is not None:
             return
-        child.stopping_since, child.stop_reason = time.monotonic(), reason
+        child.stopping_since, child.stop_reason, child.stop_status = time.monotonic(), reason, status
         log.info("stopping run %s (pid %s): %s", run_id, child.pid, reason)
         _signal_group(child.pid, signal.SIGTERM)
 
@@ -173,11 +217,12 @@ def _outcome(child: Child, exit_code: int | None) -> Outcome:
     if outcome is not None:
         if child.stop_reason and outcome.status != "succeeded":
             return Outcome(
-                outcome.run_id, "cancelled", exit_code, outcome.zenml_run_id, outcome.zenml_run_name, child.stop_reason
-            )
+                outcome.run_id, child.stop_status, exit_code, outcome.zenml_run_id, outcome.zenml_run_name,
+                child.stop_reason,
+            )  # fmt: skip
         return outcome
     if child.stop_reason:
-        return Outcome(child.run_id, "cancelled", exit_code, error=child.stop_reason)
+        return Outcome(child.run_id, child.stop_status, exit_code, error=child.stop_reason)
     if exit_code is not None and exit_code < 0:
         error = f"child killed by signal {signal.Signals(-exit_code).name} before reporting a result"
     elif exit_code is None:

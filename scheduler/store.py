@@ -172,6 +172,7 @@ audit = Table(
     Index("ix_audit_job", "job"),
 )
 
+
 # Each entry upgrades the schema from version N to N+1 for databases created by older releases.
 # A new database is created at schema_version() directly from `metadata`.
 def _v2_policies(conn: Connection) -> None:

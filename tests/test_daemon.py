@@ -188,6 +188,7 @@ def test_manual_trigger_pause_and_resume(project: Project) -> None:
     wait_for(lambda: "JOB" in daemon.out_path.read_text(), 60, "daemon start")
     assert project.cli("pause", "fast").returncode == 0
     mark = project.query("SELECT COALESCE(MAX(id), 0) AS m FROM runs")[0]["m"]
+    audit_mark = project.query("SELECT MAX(id) AS m FROM audit")[0]["m"]
     result = project.cli("trigger", "report", "--param", "label=manual-1", "--wait", "--json")
     assert result.returncode == 0, result.stderr
     run = json.loads(result.stdout)
@@ -198,22 +199,31 @@ def test_manual_trigger_pause_and_resume(project: Project) -> None:
     assert bad.returncode == 2 and "sleep_s" in bad.stderr
     unknown = project.cli("trigger", "nope")
     assert unknown.returncode == 4 and "report" in unknown.stderr
-    paused_slots = wait_for(
-        lambda: project.query("SELECT * FROM runs WHERE job='fast' AND status='skipped' AND id > ?", mark),
+    wait_for(
+        lambda: project.query(
+            "SELECT 1 FROM audit WHERE job='fast' AND event='skip' AND details LIKE '%\"paused\"%' AND id > ?",
+            audit_mark,
+        ),
         30,
         "a skipped slot of the paused job",
     )
-    assert paused_slots[0]["reason"] == "paused: job is paused"
-    assert not project.query("SELECT 1 FROM runs WHERE job='fast' AND status != 'skipped' AND id > ?", mark)
+    # paused slots are audited but take no run row: their keys stay free for the catch-up on resume
+    assert not project.query("SELECT 1 FROM runs WHERE job='fast' AND id > ?", mark)
     listed = json.loads(project.cli("list", "--json").stdout)
     assert {j["job"]: j["state"] for j in listed} == {"report": "active", "fast": "paused"}
     assert project.cli("resume", "fast").returncode == 0
     mark = project.query("SELECT MAX(id) AS m FROM runs")[0]["m"]
-    wait_for(
-        lambda: project.query("SELECT 1 FROM runs WHERE job='fast' AND status != 'skipped' AND id > ?", mark),
+    resumed = wait_for(
+        lambda: project.query("SELECT * FROM runs WHERE job='fast' AND status != 'skipped' AND id > ?", mark),
         60,
         "the resumed job to fire",
     )
+    assert resumed[0]["trigger"] in ("catchup", "schedule")
+    # catchup: latest - on resume, the slots missed while paused are audited and only the newest may run
+    coalesced = project.query(
+        "SELECT 1 FROM audit WHERE job='fast' AND event='skip' AND details LIKE '%coalesced%' AND id > ?", audit_mark
+    )
+    assert coalesced
     assert daemon.stop(signal.SIGINT) == 0
     events = [r["event"] for r in project.query("SELECT event FROM audit")]
     assert {"manual-trigger", "pause", "resume"} <= set(events)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.ledger import Outcome
+from scheduler.outcomes import Outcome
 from scheduler.runner import Runner
 
 STAND_IN = """#!{python}

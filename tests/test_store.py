@@ -137,20 +137,32 @@ def test_same_slot_is_recorded_once(db_url: str, config) -> None:
         assert audit.verify(conn).ok
 
 
-def test_paused_job_slot_is_recorded_as_skipped(db_url: str, config) -> None:
+def test_paused_slot_is_audited_and_left_for_catch_up_on_resume(db_url: str, config) -> None:
     store = open_store(db_url)
+    start = NOW - timedelta(hours=1)
     with store.write() as conn:
-        apply_config(conn, config, NOW - timedelta(hours=1), "test")
-        assert ledger.set_paused(conn, "a", True, "test", NOW)
+        apply_config(conn, config, start, "test")
+        assert ledger.set_paused(conn, "a", True, "test", start)
+        slot = NOW - timedelta(minutes=2)
         result = ledger.fire(
-            conn, [FireRequest("a", "schedule", slot_run_key("a", NOW), "test", NOW)], config, NOW, GRACE
+            conn, [FireRequest("a", "schedule", slot_run_key("a", slot), "test", slot)], config, NOW, GRACE
         )
-    assert result.skipped == 1
+    assert result.skipped == 1 and result.queued == []
     with store.read() as conn:
-        row = conn.execute(select(runs)).one()
-        assert row.status == "skipped" and row.reason == "paused: job is paused"
-        assert conn.execute(select(jobs.c.skipped).where(jobs.c.name == "a")).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 0  # the slot stays free
+        job = conn.execute(select(jobs).where(jobs.c.name == "a")).one()
+        assert job.last_dispatch == "skipped-paused" and job.skipped == 1
+        assert job.last_slot == start  # the watermark waits for the resume
+        skip = next(e for e in audit.query(conn, "a") if e["event"] == "skip")
+        assert skip["details"]["code"] == "paused"
         assert not ledger.set_paused(conn, "nope", True, "test", NOW)
+    with store.write() as conn:
+        assert ledger.set_paused(conn, "a", False, "test", NOW)
+        asked = ledger.take_requests(conn)
+        assert asked.resumed == ["a"] and asked.runs == []
+        caught = catch_up_requests(conn, config, NOW, GRACE, only="a")
+    # catchup: latest - the newest slot missed while paused (inside the grace window) runs once
+    assert [r.run_key for r in caught] == ["a@2026-11-27T10:00:00Z"]
 
 
 def test_reconcile_applies_only_the_diff(db_url: str, tmp_path: Path, config) -> None:
