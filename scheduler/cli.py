@@ -395,3 +395,7 @@ def audit_verify(settings: Settings, as_json: bool) -> None:
 from scheduler import cli_run  # noqa: E402  (`run` and `validate` live in their own module)
 
 cli_run.register(cli, common)
+
+from scheduler import cli_status  # noqa: E402
+
+cli_status.register(cli, common, _source)

@@ -223,6 +223,8 @@ def _outcome(child: Child, exit_code: int | None) -> Outcome:
         return outcome
     if child.stop_reason:
         return Outcome(child.run_id, child.stop_status, exit_code, error=child.stop_reason)
+    if child.process is None:  # adopted from a previous daemon: we cannot know how it ended
+        return Outcome(child.run_id, "lost", error="the run's process ended without reporting a result")
     if exit_code is not None and exit_code < 0:
         error = f"child killed by signal {signal.Signals(-exit_code).name} before reporting a result"
     elif exit_code is None:

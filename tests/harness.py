@@ -26,6 +26,54 @@ def base_env(zenml_config: Path) -> dict[str, str]:
     return env
 
 
+# A stand-in for the Python interpreter that children are started with: it answers
+# `-m scheduler.child SPEC` according to the job's `mode` parameter (no ZenML, well under a
+# second), so policy tests can produce successes, failures, hangs and grandchildren on purpose.
+# Every launch leaves a marker file `<run_key>#<attempt>` in `markers` when the job names one.
+STAND_IN = """#!{python}
+import json, os, signal, subprocess, sys, time
+if sys.argv[2] != "scheduler.child":  # the pipeline check or the ZenML repair: nothing to do here
+    if len(sys.argv) > 4:
+        open(sys.argv[4], "w").write(json.dumps({{"found": False, "action": "none"}}))
+    sys.exit(0)
+spec = json.load(open(sys.argv[3]))
+params = spec["parameters"]
+mode = params.get("mode", "ok")
+if params.get("markers"):
+    os.makedirs(params["markers"], exist_ok=True)
+    name = spec["run_key"].replace("/", "_") + "#" + spec["run_name"].rsplit("-", 1)[-1]
+    open(os.path.join(params["markers"], name), "w").write(str(time.time()))
+def result(status, error=None):
+    with open(spec["result_path"], "w") as fh:
+        json.dump({{"status": status, "zenml_run_id": "run-" + spec["run_key"], "error": error}}, fh)
+print("stand-in child", mode, flush=True)
+if mode == "ok":
+    time.sleep(float(params.get("seconds", 0)))
+    result("succeeded")
+elif mode == "fail":
+    time.sleep(float(params.get("seconds", 0)))
+    result("failed", "asked to fail")
+    sys.exit(1)
+elif mode == "crash":
+    print("something broke", flush=True)
+    sys.exit(7)
+elif mode == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    grandchild = subprocess.Popen(["sleep", "300"])
+    open(spec["result_path"] + ".grandchild", "w").write(str(grandchild.pid))
+    time.sleep(300)
+elif mode == "sleep":
+    time.sleep(float(params.get("seconds", 300)))
+    result("succeeded")
+"""
+
+
+def write_stand_in(path: Path) -> Path:
+    path.write_text(STAND_IN.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -236,3 +236,91 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
     assert problems(tmp_path, "") == ["1:1: the file must be a mapping with 'version' and 'jobs'"]
+
+
+def test_policy_fields_are_validated_with_positions(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """\
+version: 1
+defaults:
+  catchup: sometimes
+jobs:
+  a:
+    pipeline: x.y:z
+    every: 1m
+    max_runs: 0
+    concurrency: parallel
+    timeout: -5s
+    retries: {max: 2, backoff: soon, factor: 0.5}
+    start: 2026-12-02T00:00:00Z
+    end: 2026-12-01T00:00:00Z
+  b:
+    pipeline: x.y:z
+    every: 1m
+    jitter: 1w
+    max_queued: -1
+    pause_after_failures: 0
+""",
+    )
+    assert found[0].startswith("3:12: catchup: Input should be 'none', 'latest' or 'all'")
+    assert found[1].startswith("8:15: max_runs: Input should be greater than or equal to 1")
+    assert found[2].startswith("9:18: concurrency: Input should be 'skip', 'queue', 'replace' or 'allow'")
+    assert found[3].startswith("10:14: timeout: expected a duration")
+    assert found[4].startswith("11:32: retries.backoff: expected a duration")
+    assert found[5].startswith("11:46: retries.factor: Input should be greater than or equal to 1")
+    assert found[6].startswith("17:13: jitter: expected a duration")
+    assert found[7].startswith("18:17: max_queued: Input should be greater than or equal to 1")
+    assert found[8].startswith("19:27: pause_after_failures: Input should be greater than or equal to 1")
+    assert len(found) == 9
+
+
+def test_end_before_start_is_rejected(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """\
+version: 1
+jobs:
+  a:
+    pipeline: x.y:z
+    every: 1m
+    start: 2026-12-02T00:00:00Z
+    end: 2026-12-01T00:00:00Z
+""",
+    )
+    assert found == ["7:10: end 2026-12-01T00:00:00+00:00 is not after start 2026-12-02T00:00:00+00:00"]
+
+
+def test_retry_delays_grow_and_cap(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """\
+version: 1
+jobs:
+  a: {pipeline: x.y:z, every: 1m, retries: {max: 5, backoff: 30s, factor: 2, max_backoff: 2m}}
+""",
+        )
+    )
+    retries = config.jobs["a"].spec.retries
+    assert retries is not None
+    assert [retries.delay(n) for n in range(1, 6)] == [30, 60, 120, 120, 120]
+
+
+def test_window_bounds_the_trigger(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from scheduler.triggers import fire_times
+
+    config = load_config(
+        write(
+            tmp_path,
+            """\
+version: 1
+jobs:
+  a: {pipeline: x.y:z, every: 1h, start: 2026-12-01T10:00:00Z, end: 2026-12-01T12:00:00Z}
+""",
+        )
+    )
+    after = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert [t.hour for t in fire_times(config.jobs["a"].trigger, after, 10)] == [10, 11, 12]

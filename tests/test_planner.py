@@ -18,7 +18,11 @@ from scheduler.planner import (
     decide,
     manual_run_key,
     plan_catch_up,
+    policy_of,
+    run_limit,
+    slot_jitter,
     slot_run_key,
+    startable,
     zenml_run_name,
 )
 
@@ -146,3 +150,101 @@ def test_catch_up_against_the_real_clock_under_frozen_time(tmp_path: Path) -> No
     assert plan.fire == [at("2026-11-27T10:05:00+00:00")]
     assert plan.skipped == [(at("2026-11-27T10:00:00+00:00"), "coalesced")]
     assert plan.expired_count == 2  # 09:50, 09:55
+
+
+# ---- firing policies -------------------------------------------------------------------------
+
+
+def test_window_max_runs_and_jitter(tmp_path: Path) -> None:
+    window = Policy(GRACE, start=SLOT, end=SLOT + timedelta(hours=1), max_runs=3, jitter=60)
+    early = request(scheduled=SLOT - timedelta(minutes=1))
+    assert decide(early, JobState(), window, SLOT).code == "outside-window"  # type: ignore[union-attr]
+    late = request(scheduled=SLOT + timedelta(hours=2))
+    assert decide(late, JobState(), window, late.scheduled_for).code == "outside-window"  # type: ignore[union-attr,arg-type]
+    assert decide(request(), JobState(launched=3), window, SLOT).code == "max-runs"  # type: ignore[union-attr]
+    assert isinstance(decide(request("manual", None), JobState(launched=3), window, SLOT), Launch)  # not counted
+    launch = decide(request(), JobState(launched=2), window, SLOT)
+    assert isinstance(launch, Launch) and launch.not_before is not None
+    delay = (launch.not_before - SLOT).total_seconds()
+    assert 0 <= delay < 60
+    assert delay == pytest.approx(slot_jitter(request().run_key, 60), abs=1e-6)  # stable for the slot
+    assert slot_jitter("other@2026-11-27T10:01:00Z", 60) != delay
+    assert slot_jitter("x", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "state", "expected"),
+    [
+        (Policy(concurrency="skip"), JobState(running=1), "concurrency"),
+        (Policy(concurrency="queue", max_queued=2), JobState(running=1, queued=1), "launch"),
+        (Policy(concurrency="queue", max_queued=2), JobState(running=1, queued=2), "queue-full"),
+        (Policy(concurrency="allow"), JobState(running=5), "launch"),  # no per-job limit
+        (Policy(concurrency="allow", max_active=2), JobState(running=1), "launch"),
+        (Policy(concurrency="allow", max_active=2), JobState(running=1, queued=1), "concurrency"),
+        (Policy(concurrency="replace"), JobState(running=1, active_ids=(7,)), "replace"),
+    ],
+)
+def test_concurrency_policies(policy: Policy, state: JobState, expected: str) -> None:
+    decision = decide(request(), state, policy, SLOT)
+    if expected in ("launch", "replace"):
+        assert isinstance(decision, Launch)
+        assert decision.replaces == ((7,) if expected == "replace" else ())
+    else:
+        assert isinstance(decision, Skip) and decision.code == expected
+
+
+def test_catch_up_all_queues_behind_a_running_run_instead_of_skipping() -> None:
+    policy = Policy(catchup="all", concurrency="skip", max_catchup=50)
+    assert isinstance(decide(request("catchup"), JobState(running=1, queued=3), policy, SLOT), Launch)
+    assert isinstance(decide(request("catchup"), JobState(queued=50), policy, SLOT), Skip)
+    assert isinstance(decide(request("schedule"), JobState(running=1), policy, SLOT), Skip)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fired", "codes"),
+    [
+        ("none", [], {"catchup-none": 6}),
+        ("latest", [5], {"coalesced": 5}),
+        ("all", [2, 3, 4, 5], {"catchup-limit": 2}),
+    ],
+)
+def test_catch_up_modes(tmp_path: Path, mode: str, fired: list[int], codes: dict[str, int]) -> None:
+    hourly = job(tmp_path, 'cron: "0 * * * *"')
+    last = at("2026-11-27T03:30:00+00:00")
+    now = at("2026-11-27T09:10:00+00:00")  # 04:00 .. 09:00 missed: six slots
+    plan = plan_catch_up(hourly, last, now, Policy(timedelta(hours=12), catchup=mode, max_catchup=4))
+    slots = [at("2026-11-27T04:00:00+00:00") + timedelta(hours=i) for i in range(6)]
+    assert plan.fire == [slots[i] for i in fired]
+    counts: dict[str, int] = {}
+    for _, code in plan.skipped:
+        counts[code] = counts.get(code, 0) + 1
+    assert counts == codes
+    assert plan.expired_count == 0
+
+
+def test_catch_up_all_across_new_york_fall_back(tmp_path: Path) -> None:
+    # 01:30 happens twice on 2026-11-01 in New York; catch-up fires it once.
+    nightly = job(tmp_path, 'cron: "30 1 * * *"', "America/New_York")
+    plan = plan_catch_up(nightly, at("2026-10-30T12:00:00+00:00"), at("2026-11-02T12:00:00+00:00"),
+                         Policy(timedelta(days=5), catchup="all"))  # fmt: skip
+    assert plan.fire == [at("2026-10-31T01:30:00-04:00"), at("2026-11-01T01:30:00-04:00"),
+                         at("2026-11-02T01:30:00-05:00")]  # fmt: skip
+
+
+def test_policy_of_reads_the_job(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(
+        "version: 1\njobs:\n  j:\n    pipeline: a.b:c\n    every: 1m\n    misfire_grace: 1h\n    jitter: 30s\n"
+        "    concurrency: allow\n    max_active: 3\n    start: 2026-12-01T00:00:00\n    timezone: Europe/Berlin\n"
+    )
+    policy = policy_of(load_config(path).jobs["j"], GRACE)
+    assert policy.grace == timedelta(hours=1) and policy.jitter == 30 and policy.max_active == 3
+    assert policy.start == datetime.fromisoformat("2026-12-01T00:00:00+01:00")
+    assert run_limit(policy) == 3 and run_limit(Policy()) == 1 and run_limit(Policy(concurrency="allow")) is None
+
+
+def test_startable_is_fifo_within_limits() -> None:
+    waiting = [(1, "a"), (2, "a"), (3, "b"), (4, "c"), (5, "b")]
+    assert startable(waiting, {}, {"a": 1, "b": 1, "c": 1}, free=10) == [1, 3, 4]
+    assert startable(waiting, {"b": 1}, {"a": 1, "b": 1, "c": 1}, free=10) == [1, 4]
+    assert startable(waiting, {}, {"a": None, "b": 2, "c": 1}, free=3) == [1, 2, 3]

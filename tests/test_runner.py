@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,36 +16,12 @@ import pytest
 
 from scheduler.outcomes import Outcome
 from scheduler.runner import Runner
-
-STAND_IN = """#!{python}
-import json, os, signal, subprocess, sys, time
-spec = json.load(open(sys.argv[3]))
-mode = spec["parameters"]["mode"]
-def result(status):
-    with open(spec["result_path"], "w") as fh:
-        json.dump({{"status": status, "zenml_run_id": "run-" + spec["run_key"], "error": None}}, fh)
-print("stand-in child", mode, flush=True)
-if mode == "ok":
-    result("succeeded")
-elif mode == "crash":
-    print("something broke", flush=True)
-    sys.exit(7)
-elif mode == "ignore-term":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    grandchild = subprocess.Popen(["sleep", "300"])
-    open(spec["result_path"] + ".grandchild", "w").write(str(grandchild.pid))
-    time.sleep(300)
-elif mode == "sleep":
-    time.sleep(float(spec["parameters"].get("seconds", 300)))
-    result("succeeded")
-"""
+from tests.harness import write_stand_in
 
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Runner:
-    python = tmp_path / "python"
-    python.write_text(STAND_IN.format(python=sys.executable))
-    python.chmod(0o755)
+    python = write_stand_in(tmp_path / "python")
     return Runner(str(python), tmp_path / "runs", tmp_path, kill_grace=1.0, base_env=os.environ)
 
 
