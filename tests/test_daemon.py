@@ -309,3 +309,25 @@ def test_training_pipeline_end_to_end_through_the_daemon(project: Project) -> No
     assert 0.5 < stored["outputs"]["evaluate.accuracy"]["value"] <= 1.0
     assert run["parameters"]["parameters"]["model_type"] == "gradient_boosting"
     assert run["parameters"]["steps"] == {"preprocess": {"parameters": {"test_size": 0.3}}}
+
+
+def test_timeout_stops_a_real_zenml_run_and_leaves_it_finished_in_the_store(project: Project) -> None:
+    project.write_config(
+        "version: 1\njobs:\n  slow:\n    pipeline: tinypipes.tiny:tiny_pipeline\n    cron: '0 0 1 1 *'\n"
+        "    enable_cache: false\n    timeout: 15s\n    parameters: {sleep_s: 120}\n"
+    )
+    daemon = project.start_daemon("--no-check-pipelines")
+    wait_for(lambda: "JOB" in daemon.out_path.read_text(), 60, "daemon start")
+    assert project.cli("trigger", "slow").returncode == 0
+    run = wait_for(lambda: project.query("SELECT * FROM runs WHERE status='timed_out'"), 90, "the timeout")[0]
+    assert run["error"] == "timed out after 15s"
+    reconciled = wait_for(
+        lambda: project.query("SELECT details FROM audit WHERE event='zenml-run-reconciled'"), 60, "the repair"
+    )
+    report = json.loads(reconciled[0]["details"])
+    assert daemon.stop() == 0
+    assert report["found"] is True and report["status_after"] == "failed"
+    stored = zenml_env.describe_run(
+        zenml_env.child_env(project.root, Path(project.env["ZENML_CONFIG_PATH"])), run["zenml_run_name"]
+    )
+    assert stored["status"] == "failed" and stored["end_time"]  # nothing left "running" in ZenML
