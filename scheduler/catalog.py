@@ -80,7 +80,7 @@ def apply_config(conn: Connection, config: Config, now: datetime, source: str) -
 
 def _spec_columns(job: Job, now: datetime) -> dict[str, Any]:
     return {
-        "spec_json": json.dumps(job.spec_dict()),
+        "spec_json": job.spec_json,
         "digest": job.digest,
         "trigger": job.trigger_text,
         "timezone": job.spec.timezone,

@@ -168,26 +168,11 @@ def _finish_abandoned(run: PipelineRunResponse) -> PipelineRunResponse:
 
     Otherwise a run interrupted between steps would stay "running" forever.
     """
-    from zenml.client import Client
-    from zenml.enums import ExecutionStatus
-    from zenml.orchestrators import publish_utils
-    from zenml.utils.time_utils import utc_now
+    from scheduler.zenml_repair import finish_as_failed
 
     if run.status.is_finished:
         return run
-    for step in run.steps.values():
-        if not step.status.is_finished:
-            publish_utils.publish_failed_step_run(step.id)
-    run = Client().get_pipeline_run(run.id)
-    if not run.status.is_finished:
-        publish_utils.publish_pipeline_run_status_update(
-            pipeline_run_id=run.id,
-            status=ExecutionStatus.FAILED,
-            status_reason="launch interrupted",
-            end_time=utc_now(),
-        )
-        run = Client().get_pipeline_run(run.id)
-    return run
+    return finish_as_failed(run, "launch interrupted")[0]
 
 
 def _fill_from_run(result: LaunchResult, run: PipelineRunResponse) -> None:

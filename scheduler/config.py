@@ -7,6 +7,7 @@ here (that needs ZenML, which only child processes load); see `scheduler.pipelin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -62,11 +63,20 @@ class Job:
         return parse_duration(self.spec.jitter) if self.spec.jitter is not None else 0.0
 
     def spec_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data: what is stored, diffed and audited (computed once)."""
+        return self._spec_json_data
+
+    @functools.cached_property
+    def _spec_json_data(self) -> dict[str, Any]:
         return self.spec.model_dump(mode="json")
 
-    @property
+    @functools.cached_property
+    def spec_json(self) -> str:
+        return json.dumps(self._spec_json_data)
+
+    @functools.cached_property
     def digest(self) -> str:
-        return spec_digest(self.spec_dict())
+        return spec_digest(self._spec_json_data)
 
 
 def spec_digest(spec: dict[str, Any]) -> str:

@@ -77,6 +77,7 @@ class Daemon:
         self._maybe_queued = True
         self._next_queue_poll = 0.0
         self.timeouts = {name: job.timeout for name, job in config.jobs.items()}
+        self.run_limits = {name: run_limit(policy_of(job, self.grace)) for name, job in config.jobs.items()}
         self._early: list[tuple[str, list[datetime]]] = []
         self._pending_fires: list[FireRequest] = []
         self._pending_outcomes: list[Outcome] = []
@@ -210,9 +211,10 @@ class Daemon:
         self._next_queue_poll = time.monotonic() + 0.5
         with self.store.read() as conn:
             waiting = ledger.queued_runs(conn, now, 1000)
+        if not waiting:
+            return
         running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
-        limits = {name: run_limit(policy_of(job, self.grace)) for name, job in self.config.jobs.items()}
-        chosen = set(startable([(run.id, run.job) for run in waiting], running, limits, free))
+        chosen = set(startable([(run.id, run.job) for run in waiting], running, self.run_limits, free))
         for run in waiting:
             if run.id in chosen:
                 self._launch(run, now)

@@ -91,6 +91,32 @@ def _record_unstarted_steps(run: PipelineRunResponse) -> list[str]:
     return recorded
 
 
+def finish_as_failed(run: PipelineRunResponse, reason: str) -> tuple[PipelineRunResponse, list[str], list[str]]:
+    """Fail the unfinished steps of `run`, give never-started steps a failed record until the run
+    ends (a run-level status update alone leaves it without an end time), and as a last resort
+    force the run's status. Returns the run as it is now and the step names touched."""
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+    from zenml.orchestrators import publish_utils
+
+    client = Client()
+    steps = run.steps  # each access re-queries the store
+    steps_failed = [name for name, step in steps.items() if not step.status.is_finished]
+    for name in steps_failed:
+        publish_utils.publish_failed_step_run(steps[name].id)
+    run = client.get_pipeline_run(run.id)
+    steps_not_started = [] if _is_settled(run) else _record_unstarted_steps(run)
+    run = client.get_pipeline_run(run.id)
+    if not run.status.is_finished:
+        # E.g. a step configured with retries turns "retrying" instead of
+        # "failed"; the run status can still be forced.
+        publish_utils.publish_pipeline_run_status_update(
+            pipeline_run_id=run.id, status=ExecutionStatus.FAILED, status_reason=reason
+        )
+        run = client.get_pipeline_run(run.id)
+    return run, steps_failed, steps_not_started
+
+
 def repair(run_name: str) -> dict[str, Any]:
     """Look ``run_name`` up and, unless it is finished, finish it as failed."""
     from zenml.utils import source_utils
@@ -100,8 +126,6 @@ def repair(run_name: str) -> dict[str, Any]:
     source_utils.set_custom_source_root(os.getcwd())
 
     from zenml.client import Client
-    from zenml.enums import ExecutionStatus
-    from zenml.orchestrators import publish_utils
 
     client = Client()
     try:
@@ -119,22 +143,9 @@ def repair(run_name: str) -> dict[str, Any]:
         report.update(status_after=run.status.value, end_time=_iso(run), action="none")
         return report
 
-    steps = run.steps  # each access re-queries the store
-    steps_failed = [name for name, step in steps.items() if not step.status.is_finished]
-    for name in steps_failed:
-        publish_utils.publish_failed_step_run(steps[name].id)
-    run = client.get_pipeline_run(run.id)
-    steps_not_started = [] if _is_settled(run) else _record_unstarted_steps(run)
-    run = client.get_pipeline_run(run.id)
-    if not run.status.is_finished:
-        # E.g. a step configured with retries turns "retrying" instead of
-        # "failed"; the run status can still be forced.
-        publish_utils.publish_pipeline_run_status_update(
-            pipeline_run_id=run.id,
-            status=ExecutionStatus.FAILED,
-            status_reason="the process running the pipeline ended without finishing it",
-        )
-        run = client.get_pipeline_run(run.id)
+    run, steps_failed, steps_not_started = finish_as_failed(
+        run, "the process running the pipeline ended without finishing it"
+    )
     report.update(
         status_after=run.status.value,
         end_time=_iso(run),
