@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def main(config_path: str, state_dir: str, fake_python: str) -> None:
     store = timed("open_store", open_store)(settings.resolved_db_url)
     runner = daemon.Daemon(settings, config, store)
     timed("Daemon.start (total)", runner.start)()
-    timed("startup_table", cli_run.startup_table)(config, datetime.now(timezone.utc))
+    timed("startup_table", cli_run.startup_table)(config, runner.next_fires)
     runner.close()
     print(json.dumps(PHASES))
 

@@ -22,8 +22,8 @@ import click
 import yaml
 from sqlalchemy import select
 
-from scheduler import audit as audit_trail
 from scheduler import ledger
+from scheduler.cli_records import run_dict
 from scheduler.config import Config, load_config
 from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
 from scheduler.lease import current_holder
@@ -235,7 +235,7 @@ def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, n
         return
     run = _wait_for(store, run_key)
     if as_json:
-        _emit(_run_dict(run))
+        _emit(run_dict(run))
     else:
         click.echo(f"{run.run_key}: {run.status}" + (f" ({run.error})" if run.error else ""))
     if run.status != "succeeded":
@@ -276,123 +276,9 @@ def resume(settings: Settings, job: str) -> None:
     _set_paused(settings, job, False)
 
 
-def _run_dict(row: Any) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
+from scheduler import cli_records, cli_run  # noqa: E402  (commands that live in their own modules)
 
-    return {
-        "id": row.id,
-        "run_key": row.run_key,
-        "attempt": row.attempt,
-        "job": row.job,
-        "trigger": row.trigger,
-        "status": row.status,
-        "scheduled_for": iso(row.scheduled_for),
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "finished_at": iso(row.finished_at),
-        "zenml_run_id": row.zenml_run_id,
-        "zenml_run_name": row.zenml_run_name,
-        "exit_code": row.exit_code,
-        "error": row.error or row.reason,
-        "reason": row.reason,
-        "parameters": json.loads(row.parameters_json) if row.parameters_json else None,
-        "log_path": row.log_path,
-        "config_revision": row.config_revision,
-        "source": row.source,
-    }
-
-
-@cli.command("history")
-@click.option("--job", default=None, help="Only this job.")
-@click.option("--status", type=click.Choice(["queued", "running", *FINAL_STATUSES]), default=None)
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
-@common
-@json_option
-def history(settings: Settings, job: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """Runs, newest first."""
-    stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
-    if job:
-        stmt = stmt.where(runs.c.job == job)
-    if status:
-        stmt = stmt.where(runs.c.status == status)
-    with _store(settings).read() as conn:
-        rows = [_run_dict(r) for r in conn.execute(stmt)]
-    if as_json:
-        _emit(rows)
-        return
-    click.echo(
-        render_table(
-            ["RUN KEY", "TRIGGER", "STATUS", "STARTED", "FINISHED", "ZENML RUN", "ERROR"],
-            [
-                [
-                    r["run_key"],
-                    r["trigger"],
-                    r["status"],
-                    r["started_at"] or "-",
-                    r["finished_at"] or "-",
-                    r["zenml_run_id"] or "-",
-                    (r["error"] or "")[:80],
-                ]
-                for r in rows
-            ],
-        )
-    )
-
-
-@cli.group("audit", invoke_without_command=True)
-@click.option("--job", default=None, help="Only events of this job.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000000))
-@common
-@json_option
-@click.pass_context
-def audit_cmd(ctx: click.Context, settings: Settings, job: str | None, limit: int, as_json: bool) -> None:
-    """The audit trail (newest last); `audit verify` checks its hash chain."""
-    ctx.obj = settings
-    if ctx.invoked_subcommand is not None:
-        return
-    with _store(settings).read() as conn:
-        events = audit_trail.query(conn, job, limit)
-    if as_json:
-        _emit(events)
-        return
-    click.echo(
-        render_table(
-            ["ID", "AT", "EVENT", "JOB", "RUN KEY", "SOURCE", "DETAILS"],
-            [
-                [
-                    e["id"],
-                    e["at"],
-                    e["event"],
-                    e["job"] or "-",
-                    e["run_key"] or "-",
-                    e["source"],
-                    json.dumps(e["details"])[:100],
-                ]
-                for e in events
-            ],
-        )
-    )
-
-
-@audit_cmd.command("verify")
-@common
-@json_option
-def audit_verify(settings: Settings, as_json: bool) -> None:
-    """Check that no audit row was edited, inserted or deleted."""
-    with _store(settings).read() as conn:
-        result = audit_trail.verify(conn)
-    if as_json:
-        _emit({"ok": result.ok, "rows": result.rows, "bad_id": result.bad_id, "reason": result.reason})
-    elif result.ok:
-        click.echo(f"audit trail intact: {result.rows} rows")
-    else:
-        click.echo(f"audit trail broken at row {result.bad_id}: {result.reason}", err=True)
-    if not result.ok:
-        sys.exit(1)
-
-
-from scheduler import cli_run  # noqa: E402  (`run` and `validate` live in their own module)
+cli_records.register(cli, common, json_option, _emit)
 
 cli_run.register(cli, common)
 

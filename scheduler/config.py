@@ -72,16 +72,16 @@ class Job:
 
     @functools.cached_property
     def spec_json(self) -> str:
-        return json.dumps(self._spec_json_data)
+        return canonical_json(self._spec_json_data)
 
     @functools.cached_property
     def digest(self) -> str:
-        return spec_digest(self._spec_json_data)
+        return hashlib.sha256(self.spec_json.encode()).hexdigest()[:16]
 
 
-def spec_digest(spec: dict[str, Any]) -> str:
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+def canonical_json(spec: dict[str, Any]) -> str:
+    """One spelling per spec, so equal specs have equal digests."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,136 @@
+"""`zenml-scheduler history` and `audit`: what ran, and every decision on the record."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from scheduler import audit as audit_trail
+from scheduler.planner import FINAL_STATUSES
+from scheduler.settings import Settings
+from scheduler.store import open_store, runs
+from scheduler.tables import render_table
+
+
+def run_dict(row: Any) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": row.id,
+        "run_key": row.run_key,
+        "attempt": row.attempt,
+        "job": row.job,
+        "trigger": row.trigger,
+        "status": row.status,
+        "scheduled_for": iso(row.scheduled_for),
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at),
+        "zenml_run_id": row.zenml_run_id,
+        "zenml_run_name": row.zenml_run_name,
+        "exit_code": row.exit_code,
+        "error": row.error or row.reason,
+        "reason": row.reason,
+        "parameters": json.loads(row.parameters_json) if row.parameters_json else None,
+        "log_path": row.log_path,
+        "config_revision": row.config_revision,
+        "source": row.source,
+    }
+
+
+def register(
+    cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any], emit: Callable[[Any], None]
+) -> None:
+    @cli.command("history")
+    @click.option("--job", default=None, help="Only this job.")
+    @click.option("--status", type=click.Choice(["queued", "running", *FINAL_STATUSES]), default=None)
+    @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
+    @common
+    @json_option
+    def history(settings: Settings, job: str | None, status: str | None, limit: int, as_json: bool) -> None:
+        """Runs, newest first."""
+        stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if job:
+            stmt = stmt.where(runs.c.job == job)
+        if status:
+            stmt = stmt.where(runs.c.status == status)
+        with open_store(settings.resolved_db_url).read() as conn:
+            rows = [run_dict(r) for r in conn.execute(stmt)]
+        if as_json:
+            emit(rows)
+            return
+        click.echo(
+            render_table(
+                ["RUN KEY", "ATTEMPT", "TRIGGER", "STATUS", "STARTED", "FINISHED", "ZENML RUN", "ERROR"],
+                [
+                    [
+                        r["run_key"],
+                        r["attempt"],
+                        r["trigger"],
+                        r["status"],
+                        r["started_at"] or "-",
+                        r["finished_at"] or "-",
+                        r["zenml_run_id"] or "-",
+                        (r["error"] or "")[:80],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+
+    @cli.group("audit", invoke_without_command=True)
+    @click.option("--job", default=None, help="Only events of this job.")
+    @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000000))
+    @common
+    @json_option
+    @click.pass_context
+    def audit_cmd(ctx: click.Context, settings: Settings, job: str | None, limit: int, as_json: bool) -> None:
+        """The audit trail (newest last); `audit verify` checks its hash chain."""
+        ctx.obj = settings
+        if ctx.invoked_subcommand is not None:
+            return
+        with open_store(settings.resolved_db_url).read() as conn:
+            events = audit_trail.query(conn, job, limit)
+        if as_json:
+            emit(events)
+            return
+        click.echo(
+            render_table(
+                ["ID", "AT", "EVENT", "JOB", "RUN KEY", "SOURCE", "DETAILS"],
+                [
+                    [
+                        e["id"],
+                        e["at"],
+                        e["event"],
+                        e["job"] or "-",
+                        e["run_key"] or "-",
+                        e["source"],
+                        json.dumps(e["details"])[:100],
+                    ]
+                    for e in events
+                ],
+            )
+        )
+
+    @audit_cmd.command("verify")
+    @common
+    @json_option
+    def audit_verify(settings: Settings, as_json: bool) -> None:
+        """Check that no audit row was edited, inserted or deleted."""
+        with open_store(settings.resolved_db_url).read() as conn:
+            result = audit_trail.verify(conn)
+        if as_json:
+            emit({"ok": result.ok, "rows": result.rows, "bad_id": result.bad_id, "reason": result.reason})
+        elif result.ok:
+            click.echo(f"audit trail intact: {result.rows} rows")
+        else:
+            click.echo(f"audit trail broken at row {result.bad_id}: {result.reason}", err=True)
+        if not result.ok:
+            sys.exit(1)
