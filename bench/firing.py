@@ -639,8 +639,11 @@ def footprint(pid: int, seconds: float) -> tuple[float, float]:
 # ---- 4. start-up ----------------------------------------------------------------------------
 def measure_start(sizes: Sizes, notes: Notes, profile: bool) -> list[Row]:
     n = sizes.start_jobs
-    with daemon_in_tmp("start", far_jobs(n)) as daemon:
-        ours = daemon.wait_ready(300)
+    starts = []
+    for _ in range(3):  # a single start on a shared 2-core box is noisy: quote the median of three
+        with daemon_in_tmp("start", far_jobs(n)) as daemon:
+            starts.append(daemon.wait_ready(300))
+    ours = statistics.median(starts)
     with (
         tempfile.TemporaryDirectory(prefix="bench-bare-start-") as tmp,
         bare_waiting(["start", str(n), str(Path(tmp) / "jobs.sqlite")], timeout=600) as (_, launched, ready),
@@ -648,8 +651,8 @@ def measure_start(sizes: Sizes, notes: Notes, profile: bool) -> list[Row]:
         bare = ready - launched
     rows = [
         Row(
-            f"Start with {n} jobs (launch -> start-up table; pipeline check faked)",
-            f"{ours:.2f} s",
+            f"Start with {n} jobs (launch -> start-up table; pipeline check faked; median of 3)",
+            f"{ours:.2f} s ({', '.join(f'{s:.2f}' for s in starts)})",
             f"{bare:.2f} s (SQLAlchemyJobStore, add_job one by one)",
             "<= 3 s",
             ours <= 3.0,
