@@ -285,3 +285,7 @@ cli_run.register(cli, common)
 from scheduler import cli_status  # noqa: E402
 
 cli_status.register(cli, common, _source)
+
+from scheduler import cli_plan  # noqa: E402
+
+cli_plan.register(cli, common, _source)

@@ -104,7 +104,7 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
             with store.write() as conn:
                 record_rejected_config(conn, settings.config, exc.problems, datetime.now(timezone.utc), "daemon")
             raise
-        daemon = Daemon(settings, config, store)
+        daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines)
         daemon.start()
         click.echo(
             f"zenml-scheduler: {len(config.jobs)} jobs from {config.path} (revision {config.revision}), "

@@ -22,12 +22,15 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from scheduler import ledger
-from scheduler.catalog import apply_config, catch_up_requests, refresh_next_fire
+from scheduler.catalog import apply_config, catch_up_requests, record_rejected_config, refresh_next_fire
 from scheduler.config import Config
 from scheduler.durations import format_duration
+from scheduler.errors import ConfigError
 from scheduler.lease import Lease
 from scheduler.outcomes import Outcome, record_outcome
 from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key, startable, zenml_run_name
+from scheduler.reconcile import retime_needed
+from scheduler.reloader import ConfigWatcher, Reloader
 from scheduler.runner import Runner
 from scheduler.settings import Settings
 from scheduler.store import Store
@@ -51,6 +54,7 @@ class Daemon:
         *,
         now: Now = utcnow,
         env: Mapping[str, str] | None = None,
+        check_pipelines: bool = True,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -76,11 +80,17 @@ class Daemon:
         self._next_request_poll = 0.0
         self._maybe_queued = True
         self._next_queue_poll = 0.0
-        self.timeouts = {name: job.timeout for name, job in config.jobs.items()}
-        self.run_limits = {name: run_limit(policy_of(job, self.grace)) for name, job in config.jobs.items()}
+        self._derive_from_config()
+        self.watcher = ConfigWatcher(config.path)
+        self.reloader = Reloader(config.path, settings.python, check_pipelines)
+        self.reload_requested: str | None = None
         self._early: list[tuple[str, list[datetime]]] = []
         self._pending_fires: list[FireRequest] = []
         self._pending_outcomes: list[Outcome] = []
+
+    def _derive_from_config(self) -> None:
+        self.timeouts = {name: job.timeout for name, job in self.config.jobs.items()}
+        self.run_limits = {name: run_limit(policy_of(job, self.grace)) for name, job in self.config.jobs.items()}
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,6 +99,7 @@ class Daemon:
         self._previous_handlers = {
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        self._previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
         now = self.now()
         self.lease.acquire(now)
         with self.store.write() as conn:
@@ -134,6 +145,8 @@ class Daemon:
                 batch: list[FireRequest] = []
                 if poll_requests:
                     asked = ledger.take_requests(conn)
+                    if asked.reload:
+                        self.reload_requested = "zenml-scheduler reload"
                     for job in asked.resumed:
                         batch += catch_up_requests(conn, self.config, now, self.grace, only=job)
                     batch += asked.runs
@@ -156,9 +169,55 @@ class Daemon:
             self._pending_outcomes = []
             self._maybe_queued = True
         self._record_repairs(now)
+        if not self.stopping:
+            self._follow_config(now)
         if time.monotonic() >= self._next_heartbeat:
             self.lease.heartbeat(now)
             self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
+
+    # ---- hot reload ------------------------------------------------------------------------
+    def request_reload(self, signum: int, _frame: FrameType | None = None) -> None:
+        self.reload_requested = "SIGHUP"
+
+    def _follow_config(self, now: datetime) -> None:
+        if self.watcher.poll():
+            self.reload_requested = self.reload_requested or "file changed"
+        if self.reload_requested:
+            self.reloader.begin(self.reload_requested)
+            self.reload_requested = None
+        done = self.reloader.result()
+        if done is None:
+            return
+        reason, outcome = done
+        if isinstance(outcome, ConfigError):
+            log.error(
+                "config reload (%s) rejected; still running revision %s:\n%s", reason, self.config.revision, outcome
+            )
+            with self.store.write() as conn:
+                record_rejected_config(conn, self.config.path, outcome.problems, now, "reload")
+            return
+        self._apply(outcome, now, reason)
+
+    def _apply(self, new: Config, now: datetime, reason: str) -> None:
+        """Apply a known-good config as a diff: untouched jobs keep their timing and state."""
+        with self.store.write() as conn:
+            diff = apply_config(conn, new, now, "reload")
+            retimed = set(diff.added) | {c.name for c in diff.changed if retime_needed(c)}
+            fires = {name: new.jobs[name].trigger.next_after(now) if new.jobs[name].spec.enabled else None
+                     for name in retimed}  # fmt: skip
+            refresh_next_fire(conn, fires)
+            exhausted = ledger.exhausted_jobs(conn, new)
+        self.config = new
+        self._derive_from_config()
+        for name in diff.removed:
+            self.clock.remove(name)
+            self.next_fires.pop(name, None)
+        for name in retimed:
+            self.clock.put(new.jobs[name], None if name in exhausted else fires[name])
+            self.next_fires[name] = fires[name]
+        changed = [c.name for c in diff.changed]
+        log.info("config reloaded (%s): revision %s; added %s, changed %s, removed %s",
+                 reason, new.revision, diff.added, changed, diff.removed)  # fmt: skip
 
     def _drain_slots(self) -> list[FireRequest]:
         handed_over, self._early = self._early, []

@@ -239,6 +239,7 @@ def _next_fire(config: Config, name: str, after: datetime) -> datetime | None:
 class Requests:
     runs: list[FireRequest]
     resumed: list[str]  # jobs resumed since: their missed slots are due for catch-up
+    reload: bool = False
 
 
 def take_requests(conn: Connection, limit: int = 1000) -> Requests:
@@ -248,13 +249,14 @@ def take_requests(conn: Connection, limit: int = 1000) -> Requests:
     ).all()
     if not rows:
         return Requests([], [])
+
     conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=func.now()))
     runs_asked = [
         FireRequest(r.job, "manual", r.run_key, r.source, parameters=json.loads(r.parameters_json or "{}"))
         for r in rows
         if r.kind == "run"
     ]
-    return Requests(runs_asked, [r.job for r in rows if r.kind == "resume"])
+    return Requests(runs_asked, [r.job for r in rows if r.kind == "resume"], any(r.kind == "reload" for r in rows))
 
 
 def add_request(
@@ -374,3 +376,10 @@ def record_repair(conn: Connection, run_id: int, report: dict[str, Any] | None, 
     run = conn.execute(select(runs.c.job, runs.c.run_key, runs.c.config_revision).where(runs.c.id == run_id)).one()
     details = {"run_id": run_id, **(report or {"error": "the repair process gave no report"})}
     append(conn, now, [Event("zenml-run-reconciled", DAEMON, run.job, run.run_key, run.config_revision, details)])
+
+
+def request_reload(conn: Connection, source: str, now: datetime) -> None:
+    """Ask the running daemon to reload its config (it validates first, like on a file change)."""
+    key = f"*@reload:{now.isoformat()}#{uuid.uuid4().hex[:8]}"
+    conn.execute(insert(requests).values(kind="reload", job="*", run_key=key, source=source, created_at=now))
+    append(conn, now, [Event("reload-requested", source)])

@@ -46,6 +46,14 @@ def diff_jobs(desired: dict[str, dict[str, Any]], current: dict[str, dict[str, A
     return result
 
 
+# Fields whose change means the job's timing in APScheduler must be rebuilt.
+TIMING_FIELDS = (*TRIGGER_FIELDS, "start", "end", "enabled", "max_runs")
+
+
+def retime_needed(change: JobChange) -> bool:
+    return any(key in change.fields for key in TIMING_FIELDS)
+
+
 def trigger_changed(change: JobChange) -> bool:
     """A changed trigger or timezone means the old slot grid no longer applies."""
     return any(key in change.fields for key in TRIGGER_FIELDS)
