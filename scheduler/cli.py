@@ -286,6 +286,7 @@ from scheduler import cli_status  # noqa: E402
 
 cli_status.register(cli, common, _source)
 
-from scheduler import cli_plan  # noqa: E402
+from scheduler import cli_plan, cli_service  # noqa: E402
 
 cli_plan.register(cli, common, _source)
+cli_service.register(cli, common)

@@ -67,29 +67,22 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
     @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
     @click.option("--max-concurrent-runs", type=int, default=None, help="Runs at once [default: CPU count]")
     @click.option("--misfire-grace", default=None, help="How late a slot may still fire, e.g. 10m")
+    @click.option("--shutdown-grace", default=None, help="On SIGTERM, how long runs may finish, e.g. 60s")
+    @click.option("--kill-grace", default=None, help="SIGTERM to SIGKILL for a run's process group, e.g. 10s")
+    @click.option("--lease-ttl", default=None, help="Heartbeat age after which a daemon's lease expires, e.g. 15s")
+    @click.option("--python", default=None, help="Interpreter for child processes [default: this one]")
     @click.option("--no-check-pipelines", is_flag=True, help="Skip importing pipelines at start (not recommended).")
     @common
     def run(
         settings: Settings,
-        log_format: str | None,
-        log_level: str | None,
-        max_concurrent_runs: int | None,
-        misfire_grace: str | None,
         no_check_pipelines: bool,
+        **flags: str | int | None,
     ) -> None:
         """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
         from scheduler.daemon import Daemon
         from scheduler.settings import load_settings
 
-        settings = load_settings(
-            **{
-                **settings.model_dump(exclude_unset=True),
-                "log_format": log_format,
-                "log_level": log_level,
-                "max_concurrent_runs": max_concurrent_runs,
-                "misfire_grace": misfire_grace,
-            }
-        )
+        settings = load_settings(**{**settings.model_dump(exclude_unset=True), **flags})
         setup_logging(settings.log_format, settings.log_level)
         store = open_store(settings.resolved_db_url)
         # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
@@ -112,5 +105,6 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
         )
         click.echo(startup_table(config, daemon.next_fires))
         sys.stdout.flush()
+        daemon.notifier.ready(daemon.status_line())  # recovered, reconciled and timing: ready
         daemon.run()
         click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")

@@ -32,6 +32,7 @@ from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key, s
 from scheduler.reconcile import retime_needed
 from scheduler.reloader import ConfigWatcher, Reloader
 from scheduler.runner import Runner
+from scheduler.sdnotify import Notifier
 from scheduler.settings import Settings
 from scheduler.store import Store
 from scheduler.timing import Clock
@@ -84,6 +85,8 @@ class Daemon:
         self.watcher = ConfigWatcher(config.path)
         self.reloader = Reloader(config.path, settings.python, check_pipelines)
         self.reload_requested: str | None = None
+        self.notifier = Notifier(os.environ if env is None else env)
+        self._next_status = 0.0
         self._early: list[tuple[str, list[datetime]]] = []
         self._pending_fires: list[FireRequest] = []
         self._pending_outcomes: list[Outcome] = []
@@ -171,9 +174,18 @@ class Daemon:
         self._record_repairs(now)
         if not self.stopping:
             self._follow_config(now)
+        self.notifier.watchdog()
+        if time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + 10
+            self.notifier.status(self.status_line())
         if time.monotonic() >= self._next_heartbeat:
             self.lease.heartbeat(now)
             self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: what is scheduled and what runs."""
+        return (f"{len(self.config.jobs)} jobs (revision {self.config.revision}), "
+                f"{self.runner.active} running, max {self.settings.max_concurrent_runs}")  # fmt: skip
 
     # ---- hot reload ------------------------------------------------------------------------
     def request_reload(self, signum: int, _frame: FrameType | None = None) -> None:
@@ -183,12 +195,14 @@ class Daemon:
         if self.watcher.poll():
             self.reload_requested = self.reload_requested or "file changed"
         if self.reload_requested:
+            self.notifier.reloading()
             self.reloader.begin(self.reload_requested)
             self.reload_requested = None
         done = self.reloader.result()
         if done is None:
             return
         reason, outcome = done
+        self.notifier.ready(self.status_line())
         if isinstance(outcome, ConfigError):
             log.error(
                 "config reload (%s) rejected; still running revision %s:\n%s", reason, self.config.revision, outcome
@@ -331,6 +345,7 @@ class Daemon:
         """True when shutdown is complete."""
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
+            self.notifier.stopping()
             self.clock.stop()
             log.info(
                 "stopping: no new runs; waiting up to %.0fs for %d running run(s) (signal again to stop them now)",
