@@ -109,8 +109,7 @@ class Daemon:
             apply_config(conn, self.config, now, "daemon")
             self._recover(conn, now)
             ledger.expire_queued(conn, self.config, now, self.grace)
-            missed = catch_up_requests(conn, self.config, now, self.grace)
-            ledger.fire(conn, missed, self.config, now, self.grace)
+            self._fire(conn, catch_up_requests(conn, self.config, now, self.grace), now)
             self.next_fires = {
                 name: job.trigger.next_after(now) if job.spec.enabled else None
                 for name, job in self.config.jobs.items()

@@ -249,7 +249,6 @@ def take_requests(conn: Connection, limit: int = 1000) -> Requests:
     ).all()
     if not rows:
         return Requests([], [])
-
     conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=func.now()))
     runs_asked = [
         FireRequest(r.job, "manual", r.run_key, r.source, parameters=json.loads(r.parameters_json or "{}"))

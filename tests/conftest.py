@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests import zenml_env
-from tests.harness import Project
+from tests.harness import Project, write_stand_in
 
 PG_URL = os.environ.get("ZENML_SCHEDULER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -72,3 +72,12 @@ def project(tmp_path: Path, zenml_config: Path) -> Iterator[Project]:
         yield proj
     finally:
         proj.cleanup()
+
+
+@pytest.fixture
+def stand_in(project: Project) -> dict[str, str]:
+    """Settings that make the daemon start its children with the stand-in interpreter
+    (tests/harness.py) and keep policy tests quick."""
+    python = write_stand_in(project.root / "stand-in-python")
+    return {"ZENML_SCHEDULER_PYTHON": str(python), "ZENML_SCHEDULER_MAX_CONCURRENT_RUNS": "8",
+            "ZENML_SCHEDULER_SHUTDOWN_GRACE": "1s", "ZENML_SCHEDULER_KILL_GRACE": "1s"}  # fmt: skip

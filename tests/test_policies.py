@@ -14,17 +14,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from scheduler.planner import slot_run_key
-from tests.harness import DaemonProcess, Project, wait_for, write_stand_in
+from tests.harness import DaemonProcess, Project, wait_for
 from tests.test_runner import group_members
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def stand_in(project: Project) -> dict[str, str]:
-    python = write_stand_in(project.root / "stand-in-python")
-    return {"ZENML_SCHEDULER_PYTHON": str(python), "ZENML_SCHEDULER_MAX_CONCURRENT_RUNS": "8",
-            "ZENML_SCHEDULER_SHUTDOWN_GRACE": "1s", "ZENML_SCHEDULER_KILL_GRACE": "1s"}  # fmt: skip
 
 
 def start(project: Project, env: dict[str, str], **extra: str) -> DaemonProcess:

@@ -34,13 +34,6 @@ def next_fire(project: Project, job: str) -> str:
     return project.query("SELECT next_fire_at FROM jobs WHERE name=?", job)[0]["next_fire_at"]
 
 
-@pytest.fixture
-def stand_in(project: Project) -> dict[str, str]:
-    from tests.harness import write_stand_in
-
-    return {"ZENML_SCHEDULER_PYTHON": str(write_stand_in(project.root / "stand-in-python"))}
-
-
 def test_a_valid_edit_applies_only_the_diff(project: Project, stand_in: dict[str, str]) -> None:
     project.write_config(BASE.format(extra=""))
     daemon = start(project, stand_in)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Project, wait_for, write_stand_in
+from tests.harness import Project, wait_for
 
 
 class NotifySocket:
@@ -35,11 +35,12 @@ class NotifySocket:
 
 
 @pytest.mark.slow
-def test_sd_notify_ready_status_watchdog_reloading_stopping_in_order(project: Project, tmp_path: Path) -> None:
+def test_sd_notify_ready_status_watchdog_reloading_stopping_in_order(
+    project: Project, tmp_path: Path, stand_in: dict[str, str]
+) -> None:
     listener = NotifySocket(tmp_path / "notify.sock")
     project.write_config("version: 1\njobs:\n  idle: {pipeline: fake.pipe:line, cron: '0 0 1 1 *'}\n")
-    env = {"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1000000",
-           "ZENML_SCHEDULER_PYTHON": str(write_stand_in(project.root / "py"))}  # fmt: skip
+    env = {"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1000000", **stand_in}
     daemon = project.start_daemon("--no-check-pipelines", env=env)
     wait_for(lambda: "READY" in listener.fields(), 60, "READY=1")
     time.sleep(1.6)  # the watchdog interval is 1 s: pings every 0.5 s
@@ -68,11 +69,10 @@ def test_without_notify_socket_nothing_is_sent() -> None:
 
 
 @pytest.mark.slow
-def test_health_follows_the_daemon_heartbeat(project: Project) -> None:
+def test_health_follows_the_daemon_heartbeat(project: Project, stand_in: dict[str, str]) -> None:
     project.write_config("version: 1\njobs:\n  idle: {pipeline: fake.pipe:line, cron: '0 0 1 1 *'}\n")
     assert project.cli("health").returncode == 1
-    env = {"ZENML_SCHEDULER_PYTHON": str(write_stand_in(project.root / "py"))}
-    daemon = project.start_daemon("--no-check-pipelines", env=env)
+    daemon = project.start_daemon("--no-check-pipelines", env=stand_in)
     wait_for(lambda: project.cli("health").returncode == 0, 60, "a healthy daemon")
     report = json.loads(project.cli("health", "--json").stdout)
     assert report["healthy"] and report["pid"] == daemon.process.pid
@@ -99,12 +99,11 @@ def test_config_prints_effective_settings_masked(project: Project) -> None:
 
 
 @pytest.mark.slow
-def test_flags_win_over_the_environment(project: Project) -> None:
+def test_flags_win_over_the_environment(project: Project, stand_in: dict[str, str]) -> None:
     project.write_config(
         "version: 1\njobs:\n  long: {pipeline: fake.pipe:line, cron: '0 0 1 1 *', parameters: {mode: sleep}}\n"
     )
-    env = {"ZENML_SCHEDULER_PYTHON": str(write_stand_in(project.root / "py")),
-           "ZENML_SCHEDULER_SHUTDOWN_GRACE": "120s", "ZENML_SCHEDULER_KILL_GRACE": "120s"}  # fmt: skip
+    env = {**stand_in, "ZENML_SCHEDULER_SHUTDOWN_GRACE": "120s", "ZENML_SCHEDULER_KILL_GRACE": "120s"}
     daemon = project.start_daemon("--no-check-pipelines", "--shutdown-grace", "1s", "--kill-grace", "1", env=env)
     wait_for(lambda: "JOB" in daemon.out_path.read_text(), 60, "daemon start")
     assert project.cli("trigger", "long").returncode == 0
