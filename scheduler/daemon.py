@@ -27,7 +27,7 @@ from scheduler.config import Config
 from scheduler.durations import format_duration
 from scheduler.errors import ConfigError
 from scheduler.lease import Lease
-from scheduler.outcomes import Outcome, record_outcome
+from scheduler.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
 from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key, startable, zenml_run_name
 from scheduler.reconcile import retime_needed
 from scheduler.reloader import ConfigWatcher, Reloader
@@ -353,7 +353,7 @@ class Daemon:
             )
         overdue = time.monotonic() - self.stopping_since > self.settings.shutdown_grace
         if self.runner.active and (overdue or self.stop_signals > 1):
-            self.runner.stop_all("interrupted by daemon shutdown")
+            self.runner.stop_all(SHUTDOWN_REASON)
         return self.runner.active == 0
 
     def close(self) -> None:

@@ -18,6 +18,9 @@ from scheduler.store import jobs, runs
 DAEMON = "daemon"
 # Outcomes that count as a failure of the slot (and are retried when the job allows it).
 FAILURES = ("failed", "timed_out", "lost")
+# The reason a run stopped by a daemon shutdown carries; such a run is retried at the next start
+# when the job has retries, without counting as a failure.
+SHUTDOWN_REASON = "interrupted by daemon shutdown"
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,20 @@ def record_outcome(conn: Connection, outcome: Outcome, config: Config, now: date
     job = config.jobs.get(run.job)
     effects = Effects()
     counters: dict[str, Any] = {"last_outcome": outcome.status, "last_outcome_at": now, "last_run_key": run.run_key}
+    retries = job.spec.retries if job is not None else None
     if outcome.status == "succeeded":
         counters.update(succeeded=jobs.c.succeeded + 1, consecutive_failures=0)
+    elif outcome.status == "cancelled" and outcome.error == SHUTDOWN_REASON and retries and run.attempt <= retries.max:
+        retry_id = _insert_retry(conn, run, now, now)  # queued: the next daemon start runs it
+        details = {"run_id": retry_id, "attempt": run.attempt + 1, "delay_s": 0, "after": "shutdown"}
+        events.append(Event("retry-scheduled", DAEMON, run.job, run.run_key, run.config_revision, details))
+        effects = Effects(retry_run_id=retry_id)
     elif outcome.status in FAILURES:
         counters.update(
             failed=jobs.c.failed + 1, error_count=jobs.c.error_count + 1, last_error=outcome.error,
             first_error_at=func.coalesce(jobs.c.first_error_at, now), last_error_at=now,
             last_dispatch="error", last_dispatch_at=now,
         )  # fmt: skip
-        retries = job.spec.retries if job is not None else None
         if retries is not None and run.attempt <= retries.max:
             delay = retries.delay(run.attempt)
             retry_id = _insert_retry(conn, run, now + timedelta(seconds=delay), now)

@@ -266,3 +266,20 @@ def test_jitter_delays_each_slot_stably(project: Project, stand_in: dict[str, st
         delay = (ts(run["not_before"]) - ts(run["scheduled_for"])).total_seconds()
         assert 0 <= delay < 2
         assert ts(run["started_at"]) >= ts(run["not_before"])
+
+
+def test_a_run_cut_short_by_shutdown_is_retried_at_the_next_start(project: Project, stand_in: dict[str, str]) -> None:
+    project.write_config(
+        "version: 1\njobs:\n  long:\n    pipeline: fake.pipe:line\n    cron: '0 0 1 1 *'\n"
+        "    retries: {max: 1, backoff: 1s}\n    parameters: {mode: sleep, seconds: 4}\n"
+    )
+    first = start(project, stand_in)
+    assert project.cli("trigger", "long").returncode == 0
+    wait_for(lambda: project.query("SELECT 1 FROM runs WHERE status='running' AND pid IS NOT NULL"), 30, "a run")
+    assert first.stop() == 0  # shutdown_grace 1s: the run is stopped and cancelled
+    assert [(r["attempt"], r["status"]) for r in runs_of(project, "long")] == [(1, "cancelled"), (2, "queued")]
+    second = start(project, stand_in)
+    wait_for(lambda: project.query("SELECT 1 FROM runs WHERE attempt=2 AND status='succeeded'"), 30, "the retry")
+    assert second.stop() == 0
+    status = json.loads(project.cli("status", "long", "--json").stdout)
+    assert status["consecutive_failures"] == 0 and status["error_count"] == 0  # a shutdown is not a failure
