@@ -8,6 +8,7 @@ children, the lease heartbeat - happens in `tick(now)` on the main thread, in th
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -103,6 +104,7 @@ class Daemon:
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         self._previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack
         now = self.now()
         self.lease.acquire(now)
         with self.store.write() as conn:
@@ -344,13 +346,13 @@ class Daemon:
         """True when shutdown is complete."""
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
-            self.notifier.stopping()
-            self.clock.stop()
             log.info(
                 "stopping: no new runs; waiting up to %.0fs for %d running run(s) (signal again to stop them now)",
                 self.settings.shutdown_grace,
                 self.runner.active,
             )
+            self.notifier.stopping()
+            self.clock.stop()
         overdue = time.monotonic() - self.stopping_since > self.settings.shutdown_grace
         if self.runner.active and (overdue or self.stop_signals > 1):
             self.runner.stop_all(SHUTDOWN_REASON)

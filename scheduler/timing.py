@@ -14,6 +14,7 @@ Its defaults are replaced deliberately:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -93,6 +94,13 @@ class Clock:
     def start(self) -> None:
         self.scheduler.start()
 
-    def stop(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop timing. Bounded: the timer thread is a daemon thread, so shutdown never waits on it
+        longer than `timeout` (a stuck timer must not keep the daemon from exiting)."""
+        if not self.scheduler.running:
+            return
+        stopper = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": False}, daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            logging.getLogger("zenml_scheduler.timing").warning("APScheduler did not stop within %.0fs", timeout)

@@ -93,7 +93,12 @@ class DaemonProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # the daemon dumps every thread's stack
+            time.sleep(1)
+            raise AssertionError(f"daemon did not stop within {timeout:.0f}s:\n{self.output[-6000:]}") from None
 
     def kill9(self) -> None:
         self.process.kill()
