@@ -116,14 +116,14 @@ def list_jobs(settings: Settings, as_json: bool) -> None:
     items = []
     for name, job in config.jobs.items():
         row = stored.get(name)
-        upcoming = fire_times(job.trigger, now, 1) if job.spec.enabled else []
+        first = job.first_fire_after(now)
         state = "disabled" if not job.spec.enabled else ("paused" if row is not None and row.paused else "active")
         items.append(
             {
                 "job": name,
                 "trigger": job.trigger_text,
                 "timezone": job.spec.timezone,
-                "next_fire": upcoming[0].astimezone(job.zone).isoformat() if upcoming else None,
+                "next_fire": first.astimezone(job.zone).isoformat() if first else None,
                 "state": state,
                 "last_outcome": row.last_outcome if row is not None else None,
                 "last_outcome_at": row.last_outcome_at.isoformat() if row is not None and row.last_outcome_at else None,
@@ -284,9 +284,9 @@ cli_run.register(cli, common)
 
 from scheduler import cli_status  # noqa: E402
 
-cli_status.register(cli, common, _source)
+cli_status.register(cli, common, json_option, _source)
 
 from scheduler import cli_plan, cli_service  # noqa: E402
 
-cli_plan.register(cli, common, _source)
-cli_service.register(cli, common)
+cli_plan.register(cli, common, json_option, _source)
+cli_service.register(cli, common, json_option)

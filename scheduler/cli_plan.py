@@ -83,11 +83,13 @@ def _next_lines(times: list[dict[str, Any]]) -> list[str]:
     return [f"    next: {t['at']}" + (f"  [{t['dst']}]" if t["dst"] else "") for t in times]
 
 
-def register(cli: click.Group, common: Callable[..., Any], source: Callable[[], str]) -> None:
+def register(
+    cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any], source: Callable[[], str]
+) -> None:
     @cli.command("plan")
     @click.argument("file", required=False, type=click.Path(dir_okay=False))
     @click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @json_option
     @common
     def plan(settings: Settings, file: str | None, no_pipelines: bool, as_json: bool) -> None:
         """What a reload with FILE would change; exit 0 if nothing, 1 if something, 2 if FILE is invalid."""

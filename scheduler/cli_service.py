@@ -24,10 +24,10 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
     return values
 
 
-def register(cli: click.Group, common: Callable[..., Any]) -> None:
+def register(cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any]) -> None:
     @cli.command("health")
     @common
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @json_option
     def health(settings: Settings, as_json: bool) -> None:
         """Exit 0 when a daemon's heartbeat on this state database is fresh, 1 otherwise."""
         now = datetime.now(timezone.utc)
@@ -50,7 +50,7 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
 
     @cli.command("config")
     @common
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @json_option
     def show_config(settings: Settings, as_json: bool) -> None:
         """The effective settings (flags > ZENML_SCHEDULER_* > .env > defaults), secrets masked."""
         values = effective_settings(settings)

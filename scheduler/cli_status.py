@@ -54,11 +54,13 @@ def job_status(store: Store, names: list[str]) -> list[dict[str, Any]]:
     return result
 
 
-def register(cli: click.Group, common: Callable[..., Any], source: Callable[[], str]) -> None:
+def register(
+    cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any], source: Callable[[], str]
+) -> None:
     @cli.command("status")
     @click.argument("job", required=False)
     @common
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @json_option
     def status(settings: Settings, job: str | None, as_json: bool) -> None:
         """Dispatch state per job: last result, failures, errors, runs active."""
         config = load_config(settings.config)

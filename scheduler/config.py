@@ -62,6 +62,10 @@ class Job:
     def jitter(self) -> float:
         return parse_duration(self.spec.jitter) if self.spec.jitter is not None else 0.0
 
+    def first_fire_after(self, now: datetime) -> datetime | None:
+        """The job's next slot after `now`; None when it is disabled or never fires again."""
+        return self.trigger.next_after(now) if self.spec.enabled else None
+
     def spec_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready data: what is stored, diffed and audited (computed once)."""
         return self._spec_json_data

@@ -112,10 +112,7 @@ class Daemon:
             self._recover(conn, now)
             ledger.expire_queued(conn, self.config, now, self.grace)
             self._fire(conn, catch_up_requests(conn, self.config, now, self.grace), now)
-            self.next_fires = {
-                name: job.trigger.next_after(now) if job.spec.enabled else None
-                for name, job in self.config.jobs.items()
-            }
+            self.next_fires = {name: job.first_fire_after(now) for name, job in self.config.jobs.items()}
             refresh_next_fire(conn, self.next_fires)
             exhausted = ledger.exhausted_jobs(conn, self.config)
         for name, job in self.config.jobs.items():
@@ -218,7 +215,7 @@ class Daemon:
         with self.store.write() as conn:
             diff = apply_config(conn, new, now, "reload")
             retimed = set(diff.added) | {c.name for c in diff.changed if retime_needed(c)}
-            fires = {name: new.jobs[name].trigger.next_after(now) if new.jobs[name].spec.enabled else None
+            fires = {name: new.jobs[name].first_fire_after(now)
                      for name in retimed}  # fmt: skip
             refresh_next_fire(conn, fires)
             exhausted = ledger.exhausted_jobs(conn, new)
