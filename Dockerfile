@@ -24,6 +24,9 @@ WORKDIR /app
 COPY --chown=10001 schedules.yaml ./
 COPY --chown=10001 pipelines ./pipelines
 COPY --chown=10001 data/train.csv ./data/train.csv
+COPY --chown=10001 data/samples ./data/samples
+# The bundled watch job reads data/incoming and writes data/predictions (mount data/ to use yours).
+RUN mkdir -p data/incoming data/predictions && chown 10001 data data/incoming data/predictions
 USER 10001
 VOLUME ["/var/lib/zenml-scheduler"]
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \

@@ -753,8 +753,8 @@ def measure_real_check() -> Row:
 
 
 # ---- output ---------------------------------------------------------------------------------
-def render(rows: list[Row]) -> str:
-    lines = ["| measure | zenml-scheduler | bare APScheduler | target | result |", "| --- | --- | --- | --- | --- |"]
+def render(rows: list[Row], baseline: str = "bare APScheduler") -> str:
+    lines = [f"| measure | zenml-scheduler | {baseline} | target | result |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.measure} | {r.ours} | {r.bare} | {r.target} | {r.result} |" for r in rows]
     return "\n".join(lines)
 
@@ -764,18 +764,23 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def header(quick: bool, load_before: str) -> str:
+def apscheduler_version() -> str:
     import apscheduler
 
+    return apscheduler.__version__
+
+
+def header(script: str, quick: bool, load_before: str, library: str) -> str:
+    """The line under a results title: what ran, when, on what, and how busy the machine was."""
     return (
-        f"bench/firing.py{' --quick' if quick else ''}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, APScheduler {apscheduler.__version__}, "
+        f"bench/{script}{' --quick' if quick else ''}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {library}, "
         f"load average {load_before} before / {load_average()} after"
     )
 
 
-def write_results(path: Path, head: str, table: str, notes: Notes) -> None:
-    body = [f"# Firing benchmark\n\n{head}\n\n{table}\n"]
+def write_results(path: Path, title: str, head: str, table: str, notes: Notes) -> None:
+    body = [f"# {title}\n\n{head}\n\n{table}\n"]
     if notes.lines:
         body.append("\n## Notes\n\n```\n" + "\n".join(notes.lines) + "\n```\n")
     path.write_text("".join(body))
@@ -810,11 +815,12 @@ def main(argv: list[str]) -> int:
         began = time.monotonic()
         rows += measure()
         print(f"  {name}: {time.monotonic() - began:.0f} s", flush=True)
-    head, table = header(args.quick, load_before), render(rows)
+    head = header("firing.py", args.quick, load_before, f"APScheduler {apscheduler_version()}")
+    table = render(rows)
     print(f"\n{head}\n\n{table}")
     output = args.output or (None if args.quick else BENCH_DIR / "results-firing.md")
     if output is not None:
-        write_results(output, head, table, notes)
+        write_results(output, "Firing benchmark", head, table, notes)
         print(f"\nwritten to {output}")
     return 1 if args.strict and any(r.passed is False for r in rows) else 0
 

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from scheduler import ledger
 from scheduler.cli_records import run_dict
-from scheduler.config import Config, load_config
+from scheduler.config import Config, Job, load_config
 from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
 from scheduler.lease import current_holder
 from scheduler.planner import FINAL_STATUSES, manual_run_key
@@ -32,6 +32,7 @@ from scheduler.settings import Settings, load_settings, masked_url
 from scheduler.store import Store, jobs, open_store, runs
 from scheduler.tables import render_table
 from scheduler.triggers import fire_times
+from scheduler.watchspec import templated_keys
 
 
 def _now() -> datetime:
@@ -137,7 +138,14 @@ def list_jobs(settings: Settings, as_json: bool) -> None:
         render_table(
             ["JOB", "TRIGGER", "TIMEZONE", "NEXT FIRE", "STATE", "LAST OUTCOME"],
             [
-                [i["job"], i["trigger"], i["timezone"], i["next_fire"] or "-", i["state"], i["last_outcome"] or "-"]
+                [
+                    i["job"],
+                    i["trigger"],
+                    i["timezone"],
+                    i["next_fire"] or _no_time(config.jobs[i["job"]]),
+                    i["state"],
+                    i["last_outcome"] or "-",
+                ]
                 for i in items
             ],
         )
@@ -176,8 +184,12 @@ def next_fires(settings: Settings, job_names: tuple[str, ...], count: int, after
     for name, times in result.items():
         job = config.jobs[name]
         click.echo(f"{name}  ({job.trigger_text}, {job.spec.timezone})")
-        for instant in times or ["(never fires again)"]:
+        for instant in times or [f"({_no_time(job)})"]:
             click.echo(f"  {instant}")
+
+
+def _no_time(job: Job) -> str:
+    return f"on files in {job.watch_root}" if job.is_watch else "-"
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -211,6 +223,12 @@ def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, n
     config = load_config(settings.config)
     _job_or_fail(config, job)
     overrides = _parse_params(params)
+    missing = [key for key in templated_keys(config.jobs[job].spec.parameters) if key not in overrides]
+    if missing:
+        raise click.UsageError(
+            f"{job} is a watch job: its parameters {', '.join(missing)} are filled from the files that arrive; "
+            f"give them for a manual run, e.g. --param {missing[0]}=data/incoming/batch.csv"
+        )
     store = _store(settings)
     if current_holder(store, _now(), timedelta(seconds=settings.lease_ttl)) is None:
         raise DaemonNotRunningError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -13,13 +14,15 @@ import click
 
 from scheduler.catalog import record_rejected_config
 from scheduler.config import Config, load_config
-from scheduler.errors import ConfigError, LeaseHeldError
+from scheduler.errors import ConfigError, LeaseHeldError, Problem
 from scheduler.lease import current_holder
 from scheduler.logs import setup_logging
 from scheduler.preflight import check_pipelines
 from scheduler.settings import Settings, masked_url
 from scheduler.store import open_store
 from scheduler.tables import render_table
+
+log = logging.getLogger("zenml_scheduler.daemon")
 
 
 def load_checked(settings: Settings, path: Path | None = None, check: bool = True) -> Config:
@@ -32,6 +35,19 @@ def load_checked(settings: Settings, path: Path | None = None, check: bool = Tru
     return config
 
 
+def missing_folders(config: Config) -> list[Problem]:
+    """Watch folders that do not exist yet: a warning, since the daemon waits for them to appear."""
+    return [
+        config.source.problem(
+            ("jobs", name, "watch", "path"),
+            f"watch folder {job.watch_root} does not exist yet; the job waits for it to appear",
+            severity="warning",
+        )
+        for name, job in config.jobs.items()
+        if job.watch_root is not None and not job.watch_root.is_dir()
+    ]
+
+
 STARTUP_ROWS = 50
 
 
@@ -40,7 +56,7 @@ def startup_table(config: Config, next_fires: dict[str, datetime | None]) -> str
     rows = []
     for name, job in list(config.jobs.items())[:STARTUP_ROWS]:
         first = next_fires.get(name)
-        local = first.astimezone(job.zone).isoformat() if first else "-"
+        local = first.astimezone(job.zone).isoformat() if first else ("on file arrival" if job.is_watch else "-")
         rows.append([name, job.trigger_text, job.spec.timezone, local, "enabled" if job.spec.enabled else "disabled"])
     table = render_table(["JOB", "TRIGGER", "TIMEZONE", "NEXT FIRE", "STATE"], rows)
     hidden = len(config.jobs) - STARTUP_ROWS
@@ -55,6 +71,8 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
     def validate(settings: Settings, file: str | None, no_pipelines: bool) -> None:
         """Check FILE (default: the configured schedules.yaml); exit 2 listing every error."""
         config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
+        for warning in missing_folders(config):
+            click.echo(str(warning), err=True)
         click.echo(f"{config.path}: OK ({len(config.jobs)} jobs, revision {config.revision})")
 
     @cli.command("run")
@@ -97,6 +115,8 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
             with store.write() as conn:
                 record_rejected_config(conn, settings.config, exc.problems, datetime.now(timezone.utc), "daemon")
             raise
+        for warning in missing_folders(config):
+            log.warning("%s", warning)
         daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines)
         daemon.start()
         click.echo(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,11 +23,20 @@ from pydantic import ValidationError
 from scheduler.durations import format_duration, parse_duration
 from scheduler.errors import ConfigError, Problem
 from scheduler.jobspec import JobSpec
-from scheduler.triggers import CronTrigger, IntervalTrigger, OneOffTrigger, Trigger, TriggerError, WindowedTrigger
+from scheduler.triggers import (
+    CronTrigger,
+    FileTrigger,
+    IntervalTrigger,
+    OneOffTrigger,
+    Trigger,
+    TriggerError,
+    WindowedTrigger,
+)
+from scheduler.watchspec import template_problems, templated_paths
 from scheduler.yamlsource import SourceMap, load_yaml
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-TRIGGER_FIELDS = ("cron", "every", "at")
+TRIGGER_FIELDS = ("cron", "every", "at", "watch")
 SUPPORTED_VERSION = 1
 
 
@@ -35,6 +45,7 @@ class Job:
     name: str
     spec: JobSpec
     trigger: Trigger
+    watch_root: Path | None = None  # a watch job's folder, absolute (relative paths: to the config file)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -46,6 +57,8 @@ class Job:
             return f"cron {self.spec.cron}"
         if self.spec.every is not None:
             return f"every {format_duration(parse_duration(self.spec.every))}"
+        if self.spec.watch is not None:
+            return f"watch {self.spec.watch.path}"
         assert self.spec.at is not None
         return f"at {self.spec.at.isoformat()}"
 
@@ -61,6 +74,10 @@ class Job:
     @property
     def jitter(self) -> float:
         return parse_duration(self.spec.jitter) if self.spec.jitter is not None else 0.0
+
+    @property
+    def is_watch(self) -> bool:
+        return self.spec.watch is not None
 
     def first_fire_after(self, now: datetime) -> datetime | None:
         """The job's next slot after `now`; None when it is disabled or never fires again."""
@@ -147,7 +164,7 @@ def parse_config(text: str, path: Path, revision: str) -> Config:
         jobs_raw = {}
     jobs: dict[str, Job] = {}
     for name, raw_job in jobs_raw.items():
-        job = _build_job(str(name), raw_job, defaults, source, problems)
+        job = _build_job(str(name), raw_job, defaults, source, problems, path.resolve().parent)
         if job is not None:
             jobs[job.name] = job
     if problems:
@@ -159,7 +176,9 @@ def _unknown_field(key: str) -> str:
     return f"unknown job field {key!r}; allowed: {', '.join(JobSpec.model_fields)}"
 
 
-def _build_job(name: str, raw: Any, defaults: dict[str, Any], source: SourceMap, problems: list[Problem]) -> Job | None:
+def _build_job(
+    name: str, raw: Any, defaults: dict[str, Any], source: SourceMap, problems: list[Problem], base: Path
+) -> Job | None:
     where: tuple[str, ...] = ("jobs", name)
     if not JOB_NAME.fullmatch(name):
         problems.append(
@@ -183,7 +202,7 @@ def _build_job(name: str, raw: Any, defaults: dict[str, Any], source: SourceMap,
         found = ", ".join(triggers) if triggers else "none"
         problems.append(
             source.problem(
-                where, f"job {name!r} needs exactly one trigger of cron, every, at (found: {found})", key=True
+                where, f"job {name!r} needs exactly one trigger of cron, every, at, watch (found: {found})", key=True
             )
         )
     try:
@@ -208,7 +227,25 @@ def _build_job(name: str, raw: Any, defaults: dict[str, Any], source: SourceMap,
         return None
     if start is not None or end is not None:
         trigger = WindowedTrigger(trigger, start, end)
-    return Job(name=name, spec=spec, trigger=trigger)
+    watch_root = None
+    if spec.watch is not None:
+        found = [
+            ((*origin.get("parameters", where), "parameters", *key), message)
+            for key, message in template_problems(spec.parameters, spec.watch.batch)
+        ]
+        for step, config in spec.steps.items():
+            found += [
+                ((*origin["steps"], "steps", step, "parameters", *key), "templates are filled in `parameters` only")
+                for key in templated_paths(config.parameters)
+            ]
+        if spec.watch.readiness_conflict:
+            found.append(((*origin["watch"], "watch", "ready_marker"), "use either settle or ready_marker, not both"))
+        for path, message in found:
+            problems.append(source.problem(path, message))
+        if found:
+            return None
+        watch_root = Path(os.path.normpath(base / Path(spec.watch.path).expanduser()))
+    return Job(name=name, spec=spec, trigger=trigger, watch_root=watch_root)
 
 
 def _local(value: datetime | None, zone: str) -> datetime | None:
@@ -224,6 +261,8 @@ def _trigger(spec: JobSpec) -> Trigger:
         return CronTrigger(spec.cron, zone)
     if spec.every is not None:
         return IntervalTrigger(int(parse_duration(spec.every)))
+    if spec.watch is not None:
+        return FileTrigger(spec.watch.path)
     at = _local(spec.at, spec.timezone)
     assert at is not None
     return OneOffTrigger(at)

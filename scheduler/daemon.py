@@ -1,8 +1,9 @@
 """The daemon: composition root and main loop.
 
-Threads: APScheduler's timer thread only drops (job, slots) into `self.slots`; signal handlers
-only set flags; everything else - deciding, writing the database, spawning and reaping
-children, the lease heartbeat - happens in `tick(now)` on the main thread, in that order.
+Threads: APScheduler's timer thread only drops (job, slots) into `self.slots`, and each watch
+job's watcher thread drops the files it found complete there too; signal handlers only set
+flags; everything else - deciding, writing the database, spawning and reaping children, the
+lease heartbeat - happens in `tick(now)` on the main thread, in that order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from scheduler import ledger
+from scheduler.arrivals import Dispatch
 from scheduler.catalog import apply_config, catch_up_requests, record_rejected_config, refresh_next_fire
 from scheduler.config import Config
 from scheduler.durations import format_duration
@@ -34,9 +36,11 @@ from scheduler.reconcile import retime_needed
 from scheduler.reloader import ConfigWatcher, Reloader
 from scheduler.runner import Runner
 from scheduler.sdnotify import Notifier
+from scheduler.seen_files import Notice, fire_files, record_notices
 from scheduler.settings import Settings
 from scheduler.store import Store
 from scheduler.timing import Clock
+from scheduler.watch_set import WatchSet
 
 log = logging.getLogger("zenml_scheduler.daemon")
 
@@ -72,7 +76,8 @@ class Daemon:
             settings.kill_grace,
             os.environ if env is None else env,
         )
-        self.slots: queue.SimpleQueue[tuple[str, list[datetime]]] = queue.SimpleQueue()
+        # The inbox of the main loop: (job, slots) from the timer thread, Dispatch and Notice from watchers.
+        self.slots: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.clock = Clock(lambda job, times: self.slots.put((job, times)))
         self.stop_signals = 0
         self.next_fires: dict[str, datetime | None] = {}
@@ -88,9 +93,12 @@ class Daemon:
         self.reload_requested: str | None = None
         self.notifier = Notifier(os.environ if env is None else env)
         self._next_status = 0.0
-        self._early: list[tuple[str, list[datetime]]] = []
+        self._early: list[Any] = []
         self._pending_fires: list[FireRequest] = []
         self._pending_outcomes: list[Outcome] = []
+        self._pending_files: list[Dispatch] = []
+        self._pending_notices: list[Notice] = []
+        self.watchers = WatchSet(store, self.slots.put)
 
     def _derive_from_config(self) -> None:
         self.timeouts = {name: job.timeout for name, job in self.config.jobs.items()}
@@ -118,6 +126,7 @@ class Daemon:
         for name, job in self.config.jobs.items():
             self.clock.put(job, None if name in exhausted else self.next_fires[name])
         self.clock.start()
+        self.watchers.sync(self.config)
         self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
 
     def _recover(self, conn: object, now: datetime) -> None:
@@ -150,6 +159,7 @@ class Daemon:
                         self.reload_requested = "zenml-scheduler reload"
                     for job in asked.resumed:
                         batch += catch_up_requests(conn, self.config, now, self.grace, only=job)
+                        self.watchers.rescan(job)
                     batch += asked.runs
                 batch += self._pending_fires
                 if batch:
@@ -157,6 +167,7 @@ class Daemon:
             self._pending_fires = []
             if poll_requests:
                 self._next_request_poll = time.monotonic() + 0.5
+        self._record_files(now)
         if not self.stopping:
             self._start_queued(now)
         for child in self.runner.overdue(self.timeouts):
@@ -182,7 +193,7 @@ class Daemon:
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what is scheduled and what runs."""
-        return (f"{len(self.config.jobs)} jobs (revision {self.config.revision}), "
+        return (f"{len(self.config.jobs)} jobs (revision {self.config.revision}), {len(self.watchers)} watching, "
                 f"{self.runner.active} running, max {self.settings.max_concurrent_runs}")  # fmt: skip
 
     # ---- hot reload ------------------------------------------------------------------------
@@ -221,6 +232,7 @@ class Daemon:
             exhausted = ledger.exhausted_jobs(conn, new)
         self.config = new
         self._derive_from_config()
+        self.watchers.sync(self.config)
         for name in diff.removed:
             self.clock.remove(name)
             self.next_fires.pop(name, None)
@@ -238,11 +250,30 @@ class Daemon:
                 handed_over.append(self.slots.get_nowait())
             except queue.Empty:
                 break
+        self._pending_files += [item for item in handed_over if isinstance(item, Dispatch)]
+        self._pending_notices += [item for item in handed_over if isinstance(item, Notice)]
         return [
             FireRequest(name, "schedule", slot_run_key(name, t), "scheduler", t)
-            for name, times in handed_over
+            for name, times in (item for item in handed_over if isinstance(item, tuple))
             for t in times
         ]
+
+    # ---- file-watch jobs -------------------------------------------------------------------
+    def _record_files(self, now: datetime) -> None:
+        """Record the files watchers found complete, with their runs, and what they noticed."""
+        if self.stopping:
+            # Not recorded: the next start finds these files again and dispatches them then.
+            self._pending_files = []
+        if not (self._pending_files or self._pending_notices):
+            return
+        with self.store.write() as conn:
+            record_notices(conn, self._pending_notices, self.config.revision, now)
+            done = fire_files(conn, self._pending_files, self.config, now, self.grace)
+        self._pending_files, self._pending_notices = [], []
+        if done.fired.queued:
+            self._maybe_queued = True
+        for dispatch in done.held:
+            self.watchers.hand_back(dispatch)
 
     def _fire(self, conn: object, batch: list[FireRequest], now: datetime) -> None:
         result = ledger.fire(conn, batch, self.config, now, self.grace)  # type: ignore[arg-type]
@@ -350,6 +381,7 @@ class Daemon:
             )
             self.notifier.stopping()
             self.clock.stop()
+            self.watchers.stop_all()
         overdue = time.monotonic() - self.stopping_since > self.settings.shutdown_grace
         if self.runner.active and (overdue or self.stop_signals > 1):
             self.runner.stop_all(SHUTDOWN_REASON)
@@ -357,6 +389,7 @@ class Daemon:
 
     def close(self) -> None:
         self.clock.stop()
+        self.watchers.stop_all()
         self.lease.release(self.now())
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)

@@ -1,12 +1,12 @@
-"""Human durations: ``30s``, ``15m``, ``2h``, ``1d``, or combinations such as ``1h30m``."""
+"""Human durations: ``500ms``, ``30s``, ``15m``, ``2h``, ``1d``, or combinations such as ``1h30m``."""
 
 from __future__ import annotations
 
 import re
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+)([smhd])")
-_WHOLE = re.compile(r"(?:\d+[smhd])+")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+)(ms|[smhd])")
+_WHOLE = re.compile(r"(?:\d+(?:ms|[smhd]))+")
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -20,17 +20,18 @@ def parse_duration(text: str | int | float) -> float:
     cleaned = text.strip().lower()
     if not _WHOLE.fullmatch(cleaned):
         raise ValueError(f"expected a duration such as 30s, 15m, 2h, 1d or 1h30m, got {text!r}")
-    return float(sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned)))
+    return float(round(sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned)), 3))
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest exact spelling: 90 -> '1m30s', 86400 -> '1d'."""
+    """The shortest exact spelling: 90 -> '1m30s', 86400 -> '1d', 0.25 -> '250ms'."""
     remaining = int(seconds)
+    millis = round((seconds - remaining) * 1000)
     if remaining == 0:
-        return "0s"
+        return f"{millis}ms" if millis else "0s"
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, remaining = divmod(remaining, size)
         if count:
             parts.append(f"{count}{unit}")
-    return "".join(parts)
+    return "".join(parts) + (f"{millis}ms" if millis else "")

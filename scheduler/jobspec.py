@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.durations import parse_duration
 from scheduler.triggers import CronTrigger, TriggerError
+from scheduler.watchspec import WatchSpec
 
 PIPELINE_REF = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
@@ -56,6 +57,7 @@ class JobSpec(BaseModel):
     cron: str | None = None
     every: str | None = None
     at: datetime | None = None
+    watch: WatchSpec | None = None
     timezone: str = "UTC"
     parameters: dict[str, Any] = {}
     steps: dict[str, StepConfig] = {}
@@ -76,6 +78,15 @@ class JobSpec(BaseModel):
     retries: RetryPolicy | None = None
     jitter: str | None = None
     pause_after_failures: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_run_defaults(cls, data: Any) -> Any:
+        """Files are independent work that must not be dropped: a watch job runs them side by
+        side and, after an outage, dispatches every file that arrived, unless told otherwise."""
+        if isinstance(data, dict) and data.get("watch") is not None:
+            data = {"concurrency": "allow", "catchup": "all", **data}
+        return data
 
     @field_validator("pipeline")
     @classmethod
@@ -100,6 +111,8 @@ class JobSpec(BaseModel):
     def _every(cls, value: str | None) -> str | None:
         if value is not None and parse_duration(value) < 1:
             raise ValueError("every must be at least 1s")
+        if value is not None and parse_duration(value) % 1:
+            raise ValueError("every must be whole seconds")
         return value
 
     @field_validator("misfire_grace", "jitter")

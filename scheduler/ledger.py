@@ -135,6 +135,8 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
         elif isinstance(decision, Launch):
             queued.append(run_id)
             details = {**slot, "run_id": run_id, "launch": spec}
+            if request.files:
+                details["files"] = list(request.files)
             if decision.not_before:
                 details["not_before"] = decision.not_before.isoformat()
             if decision.replaces:
@@ -143,6 +145,8 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
         else:
             skipped += 1
             details = {**slot, "code": decision.code, "reason": decision.reason}
+            if request.files:
+                details["files"] = list(request.files)
             events.append(Event("skip", request.source, **base, details=details))
     _update_jobs_after_fire(conn, [(r, d) for r, d, _ in decided if d is not None], config, now)
     append(conn, now, events)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from scheduler.config import Job
 from scheduler.triggers import count_slots_between, slots_between
 
-TriggerKind = Literal["schedule", "catchup", "manual"]
+TriggerKind = Literal["schedule", "catchup", "manual", "file"]
 
 # Terminal and non-terminal run statuses, as stored and shown by `history`.
 ACTIVE_STATUSES = ("queued", "running")
@@ -49,6 +49,8 @@ class FireRequest:
     source: str
     scheduled_for: datetime | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    preskip: tuple[str, str] | None = None  # (code, reason) decided earlier: recorded as skipped
+    files: tuple[dict[str, Any], ...] = ()  # the files a file-triggered run is for, as audited
 
 
 @dataclass(frozen=True)
@@ -119,14 +121,19 @@ def slot_jitter(run_key: str, seconds: float) -> float:
 
 def decide(request: FireRequest, state: JobState, policy: Policy, now: datetime) -> Decision:
     """Launch or skip one request. Manual runs skip the schedule checks (a person asked
-    explicitly) but obey the concurrency policy like any other run."""
+    explicitly) but obey the concurrency policy like any other run. File runs have no slot:
+    the grace window and jitter do not apply to them."""
     if not state.exists:
         return Skip(request, "job-removed", f"job {request.job!r} is not in the current config")
+    if request.preskip is not None:
+        return Skip(request, *request.preskip)
     scheduled = request.trigger != "manual"
     slot = request.scheduled_for
     if scheduled:
         if state.paused:
             return Skip(request, "paused", "job is paused")
+        if request.trigger == "file" and not policy.in_window(now):
+            return Skip(request, "outside-window", "file arrived outside the job's start/end window")
         if slot is not None and not policy.in_window(slot):
             return Skip(request, "outside-window", "slot is outside the job's start/end window")
         if policy.max_runs is not None and state.launched >= policy.max_runs:
@@ -147,7 +154,10 @@ def decide(request: FireRequest, state: JobState, policy: Policy, now: datetime)
         return Skip(request, "concurrency", f"a previous run of {request.job!r} is still active")
     if concurrency == "queue" and state.queued >= max_queued:
         return Skip(request, "queue-full", f"{state.queued} run(s) already queued (max_queued {max_queued})")
-    if concurrency == "allow" and policy.max_active is not None and active >= policy.max_active:
+    # A file is not skipped for max_active: it waits as queued, and at most max_active of the
+    # job's runs are started at once (run_limit), so no landed file is dropped for being busy.
+    limited = policy.max_active is not None and active >= policy.max_active and request.trigger != "file"
+    if concurrency == "allow" and limited:
         return Skip(request, "concurrency", f"{active} run(s) active (max_active {policy.max_active})")
     if concurrency == "replace":
         replaces = state.active_ids

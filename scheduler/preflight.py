@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scheduler.config import Config
+from scheduler.config import Config, Job
 from scheduler.errors import Problem, SchedulerError
 from scheduler.runner import child_env
+from scheduler.watchspec import render_parameters
 
 CHECK_MODULE = "scheduler.pipeline_check"
 
@@ -32,13 +33,22 @@ def check_request(
         "jobs": {
             name: {
                 "pipeline": job.spec.pipeline,
-                "parameters": {**job.spec.parameters, **overrides.get(name, {})},
+                "parameters": {**_checkable(job), **overrides.get(name, {})},
                 "steps": {step: cfg.model_dump() for step, cfg in job.spec.steps.items()},
             }
             for name, job in config.jobs.items()
             if name in names
         },
     }
+
+
+def _checkable(job: Job) -> dict[str, Any]:
+    """A watch job's parameters with its templates filled in by an example file, so their types can be checked."""
+    if job.spec.watch is None or job.watch_root is None:
+        return job.spec.parameters
+    example = str(job.watch_root / "example.csv")
+    values = {"path": example, "name": "example.csv", "stem": "example", "paths": [example]}
+    return render_parameters(job.spec.parameters, values)
 
 
 def check_pipelines(

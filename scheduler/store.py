@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -156,6 +157,24 @@ requests = Table(
     Index("ix_requests_pending", "handled_at"),
 )
 
+# Every file a watch job dispatched, skipped or refused: the memory that makes each file run once,
+# written in the same transaction as its run row. `version` is '' (on_modified: ignore, a path runs
+# once) or the content digest (retrigger: new content runs again).
+watched_files = Table(
+    "watched_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job", String(100), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("run_key", String(400)),
+    Column("status", String(20), nullable=False),  # dispatched | skipped
+    Column("seen_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job", "path", "version", name="uq_watched_files_job_path_version"),
+)
+
 audit = Table(
     "audit",
     metadata,
@@ -193,7 +212,12 @@ def _v2_policies(conn: Connection) -> None:
     conn.execute(text("UPDATE jobs SET launched = runs_total"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies]
+def _v3_watched_files(conn: Connection) -> None:
+    """The files watch jobs have seen (file-watch triggers)."""
+    watched_files.create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies, _v3_watched_files]
 
 
 def schema_version() -> int:

@@ -36,6 +36,7 @@ from scheduler.cron import CronSpec, TriggerError, parse_cron
 
 __all__ = [
     "CronTrigger",
+    "FileTrigger",
     "IntervalTrigger",
     "OneOffTrigger",
     "Trigger",
@@ -267,6 +268,17 @@ class OneOffTrigger:
 
 
 @dataclass(frozen=True)
+class FileTrigger:
+    """A watch job's trigger: files start its runs, so it has no instants of its own."""
+
+    folder: str
+
+    def next_after(self, after: datetime) -> datetime | None:
+        _require_aware(after, "after")
+        return None
+
+
+@dataclass(frozen=True)
 class WindowedTrigger:
     """Another trigger's instants restricted to ``start <= s <= end`` (either bound optional).
 
@@ -275,7 +287,7 @@ class WindowedTrigger:
     minute until then.
     """
 
-    inner: CronTrigger | IntervalTrigger | OneOffTrigger
+    inner: CronTrigger | IntervalTrigger | OneOffTrigger | FileTrigger
     start: datetime | None = None
     end: datetime | None = None
 
@@ -289,7 +301,7 @@ class WindowedTrigger:
         return following
 
 
-Trigger: TypeAlias = CronTrigger | IntervalTrigger | OneOffTrigger | WindowedTrigger
+Trigger: TypeAlias = CronTrigger | IntervalTrigger | OneOffTrigger | FileTrigger | WindowedTrigger
 
 
 # --------------------------------------------------------------------------

@@ -248,3 +248,36 @@ def test_startable_is_fifo_within_limits() -> None:
     assert startable(waiting, {}, {"a": 1, "b": 1, "c": 1}, free=10) == [1, 3, 4]
     assert startable(waiting, {"b": 1}, {"a": 1, "b": 1, "c": 1}, free=10) == [1, 4]
     assert startable(waiting, {}, {"a": None, "b": 2, "c": 1}, free=3) == [1, 2, 3]
+
+
+def file_request(preskip: tuple[str, str] | None = None) -> FireRequest:
+    return FireRequest("j", "file", "j@file:a.csv#1", "watcher", None, preskip=preskip)
+
+
+@pytest.mark.parametrize(
+    ("policy", "state", "now", "expected"),
+    [
+        # No slot: a file found hours after it landed is not "missed".
+        (Policy(GRACE), JobState(), SLOT + timedelta(days=2), "launch"),
+        (Policy(GRACE, concurrency="allow", max_active=1), JobState(running=1, queued=4), SLOT, "launch"),
+        (Policy(GRACE, concurrency="skip"), JobState(running=1), SLOT, "concurrency"),  # chosen by the user
+        (Policy(GRACE, concurrency="queue", max_queued=1), JobState(running=1, queued=1), SLOT, "queue-full"),
+        (Policy(GRACE), JobState(paused=True), SLOT, "paused"),
+        (Policy(GRACE, start=SLOT + timedelta(hours=1)), JobState(), SLOT, "outside-window"),
+        (Policy(GRACE, end=SLOT - timedelta(hours=1)), JobState(), SLOT, "outside-window"),
+        (Policy(GRACE, max_runs=3), JobState(launched=3), SLOT, "max-runs"),
+    ],
+)
+def test_decide_file_requests(policy: Policy, state: JobState, now: datetime, expected: str) -> None:
+    decision = decide(file_request(), state, policy, now)
+    if expected == "launch":
+        assert isinstance(decision, Launch) and decision.not_before is None
+    else:
+        assert isinstance(decision, Skip) and decision.code == expected
+
+
+def test_a_preskipped_request_is_skipped_with_its_code_unless_the_job_is_gone() -> None:
+    decision = decide(file_request(("catchup-none", "found at start")), JobState(), Policy(GRACE), SLOT)
+    assert isinstance(decision, Skip) and (decision.code, decision.reason) == ("catchup-none", "found at start")
+    gone = decide(file_request(("catchup-none", "x")), JobState(exists=False), Policy(GRACE), SLOT)
+    assert isinstance(gone, Skip) and gone.code == "job-removed"

@@ -255,9 +255,9 @@ def test_six_hour_outage_for_each_catchup_mode(project: Project, stand_in: dict[
 
 
 def test_jitter_delays_each_slot_stably(project: Project, stand_in: dict[str, str]) -> None:
-    project.write_config("version: 1\njobs:\n  spread: {pipeline: fake.pipe:line, every: 2s, jitter: 1500ms}\n")
+    project.write_config("version: 1\njobs:\n  spread: {pipeline: fake.pipe:line, every: 2s, jitter: 1.5s}\n")
     result = project.cli("validate", "--no-pipelines")
-    assert result.returncode == 2 and "jitter" in result.stderr  # durations are whole units
+    assert result.returncode == 2 and "jitter" in result.stderr  # whole units: 1s500ms, not 1.5s
     project.write_config("version: 1\njobs:\n  spread: {pipeline: fake.pipe:line, every: 3s, jitter: 2s}\n")
     daemon = start(project, stand_in)
     wait_for(lambda: len([r for r in runs_of(project, "spread") if r["status"] == "succeeded"]) >= 3, 30, "runs")

@@ -42,18 +42,33 @@ def test_a_field_that_appears_counts_as_a_change() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1h30m", 5400), (" 10M ", 600), (5, 5.0), (2.5, 2.5)],
+    [
+        ("30s", 30),
+        ("15m", 900),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        (" 10M ", 600),
+        (5, 5.0),
+        (2.5, 2.5),
+        ("500ms", 0.5),
+        ("1s250ms", 1.25),
+        ("0ms", 0.0),
+    ],
 )
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "5", "1w", "-1s", "m5", "1.5h", True, -3])
+@pytest.mark.parametrize("bad", ["", "5", "1w", "-1s", "m5", "1.5h", "5mss", "ms", True, -3])
 def test_parse_duration_rejects(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (90, "1m30s"), (86400, "1d"), (93784, "1d2h3m4s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (90, "1m30s"), (86400, "1d"), (93784, "1d2h3m4s"), (0.25, "250ms"), (61.5, "1m1s500ms")],
+)
 def test_format_duration(seconds: int, text: str) -> None:
     assert format_duration(seconds) == text
