@@ -82,7 +82,7 @@ def _spec_columns(job: Job, now: datetime) -> dict[str, Any]:
     return {
         "spec_json": job.spec_json,
         "digest": job.digest,
-        "trigger": job.trigger_text,
+        "trigger": job.trigger_text[:200],  # the column's width; a watch folder's path can be longer
         "timezone": job.spec.timezone,
         "enabled": job.spec.enabled,
         "updated_at": now,

@@ -324,3 +324,13 @@ jobs:
     )
     after = datetime(2026, 11, 1, tzinfo=timezone.utc)
     assert [t.hour for t in fire_times(config.jobs["a"].trigger, after, 10)] == [10, 11, 12]
+
+
+def test_every_takes_whole_seconds_while_other_durations_take_milliseconds(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        "version: 1\njobs:\n  a: {pipeline: x.y:z, every: 1500ms}\n  b: {pipeline: x.y:z, every: 500ms}\n",
+    )
+    assert found == ["3:31: every: every must be whole seconds", "4:31: every: every must be at least 1s"]
+    config = load_config(write(tmp_path, "version: 1\njobs:\n  a: {pipeline: x.y:z, every: 1s, timeout: 1s500ms}\n"))
+    assert config.jobs["a"].timeout == 1.5

@@ -14,7 +14,7 @@ from scheduler.arrivals import Dispatch, FileSeen, file_run_key
 from scheduler.catalog import apply_config
 from scheduler.config import Config, load_config
 from scheduler.seen_files import fire_files, load_known
-from scheduler.store import Store, open_store, runs, watched_files
+from scheduler.store import Store, jobs, open_store, runs, watched_files
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
 GRACE = timedelta(minutes=10)
@@ -131,3 +131,17 @@ def test_dispatches_of_a_removed_job_are_dropped(setup) -> None:
     store, config = setup
     done = fire(store, config, Dispatch("gone", (seen("a.csv"),)))
     assert done.fired.queued == [] and run_rows(store) == []
+
+
+def test_a_watch_job_with_a_very_long_folder_path_is_stored(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "schedules.yaml"
+    folder = "/".join(["a-rather-long-folder-name"] * 12)  # over 300 characters
+    path.write_text(f"version: 1\njobs:\n  deep:\n    pipeline: x.y:z\n    watch: {{path: {folder}}}\n")
+    config = load_config(path)
+    store = open_store(db_url)
+    with store.write() as conn:
+        apply_config(conn, config, NOW, "test")
+    with store.read() as conn:
+        stored = conn.execute(select(jobs.c.trigger)).scalar_one()
+    store.close()
+    assert stored == f"watch {folder}"[:200]
