@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import json
 import logging
 import os
 import queue
@@ -29,9 +28,10 @@ from scheduler.catalog import apply_config, catch_up_requests, record_rejected_c
 from scheduler.config import Config
 from scheduler.durations import format_duration
 from scheduler.errors import ConfigError
+from scheduler.launcher import Launcher
 from scheduler.lease import Lease
 from scheduler.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
-from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key, startable, zenml_run_name
+from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key
 from scheduler.reconcile import retime_needed
 from scheduler.reloader import ConfigWatcher, Reloader
 from scheduler.runner import Runner
@@ -78,6 +78,7 @@ class Daemon:
         )
         # The inbox of the main loop: (job, slots) from the timer thread, Dispatch and Notice from watchers.
         self.slots: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.launcher = Launcher(store, self.runner, settings.max_concurrent_runs)
         self.clock = Clock(lambda job, times: self.slots.put((job, times)))
         self.stop_signals = 0
         self.next_fires: dict[str, datetime | None] = {}
@@ -85,8 +86,6 @@ class Daemon:
         self.stopping_since: float | None = None
         self._next_heartbeat = 0.0
         self._next_request_poll = 0.0
-        self._maybe_queued = True
-        self._next_queue_poll = 0.0
         self._derive_from_config()
         self.watcher = ConfigWatcher(config.path)
         self.reloader = Reloader(config.path, settings.python, check_pipelines)
@@ -169,7 +168,7 @@ class Daemon:
                 self._next_request_poll = time.monotonic() + 0.5
         self._record_files(now)
         if not self.stopping:
-            self._start_queued(now)
+            self.launcher.start_queued(now, self.config, self.run_limits)
         for child in self.runner.overdue(self.timeouts):
             limit = self.timeouts[child.job] or 0
             self.runner.stop(child.run_id, f"timed out after {format_duration(limit)}", status="timed_out")
@@ -179,7 +178,7 @@ class Daemon:
                 for outcome in self._pending_outcomes:
                     self._settle(conn, outcome, now)
             self._pending_outcomes = []
-            self._maybe_queued = True
+            self.launcher.wake()
         self._record_repairs(now)
         if not self.stopping:
             self._follow_config(now)
@@ -271,14 +270,14 @@ class Daemon:
             done = fire_files(conn, self._pending_files, self.config, now, self.grace)
         self._pending_files, self._pending_notices = [], []
         if done.fired.queued:
-            self._maybe_queued = True
+            self.launcher.wake()
         for dispatch in done.held:
             self.watchers.hand_back(dispatch)
 
     def _fire(self, conn: object, batch: list[FireRequest], now: datetime) -> None:
         result = ledger.fire(conn, batch, self.config, now, self.grace)  # type: ignore[arg-type]
         if result.queued:
-            self._maybe_queued = True
+            self.launcher.wake()
         for run_id in result.replaced:
             self.runner.stop(run_id, "replaced by a newer run (concurrency: replace)")
         for name in result.exhausted:
@@ -303,48 +302,6 @@ class Daemon:
             with self.store.write() as conn:
                 for run_id, report in reports:
                     ledger.record_repair(conn, run_id, report, now)
-
-    def _start_queued(self, now: datetime) -> None:
-        free = self.settings.max_concurrent_runs - self.runner.active
-        due = time.monotonic() >= self._next_queue_poll  # back-off and jitter expire with time alone
-        if free <= 0 or not (self._maybe_queued or due):
-            return
-        self._maybe_queued = False
-        self._next_queue_poll = time.monotonic() + 0.5
-        with self.store.read() as conn:
-            waiting = ledger.queued_runs(conn, now, 1000)
-        if not waiting:
-            return
-        running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
-        chosen = set(startable([(run.id, run.job) for run in waiting], running, self.run_limits, free))
-        for run in waiting:
-            if run.id in chosen:
-                self._launch(run, now)
-
-    def _launch(self, run: object, now: datetime) -> None:
-        spec = json.loads(run.parameters_json)  # type: ignore[attr-defined]
-        run_name = zenml_run_name(run.job, run.run_key, run.attempt, now)  # type: ignore[attr-defined]
-        spec.update(
-            job=run.job,
-            run_key=run.run_key,
-            run_name=run_name,  # type: ignore[attr-defined]
-            tags=["zenml-scheduler", f"job:{run.job}", f"trigger:{run.trigger}"],
-        )  # type: ignore[attr-defined]
-        log_path = str(self.runner.run_dir(run.id) / "output.log")  # type: ignore[attr-defined]
-        # Marked running before the spawn: if we die in between, recovery calls it lost
-        # rather than launching the same slot a second time.
-        with self.store.write() as conn:
-            ledger.mark_started(conn, run, log_path, now)
-        try:
-            child = self.runner.start(run.id, spec)  # type: ignore[attr-defined]
-        except OSError as exc:
-            with self.store.write() as conn:
-                failure = Outcome(run.id, "failed", error=f"could not start child process: {exc}")  # type: ignore[attr-defined]
-                record_outcome(conn, failure, self.config, now, stage="launch")
-            self._maybe_queued = True
-            return
-        with self.store.write() as conn:
-            ledger.set_pid(conn, run, child.pid, child.pid_start, run_name, log_path, now)
 
     # ---- run & stop ------------------------------------------------------------------------
     @property

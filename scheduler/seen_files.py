@@ -63,10 +63,15 @@ def fire_files(
     live = [d for d in dispatches if d.job not in paused and d.job in config.jobs]
     wanted = {(d.job, seen.rel, seen.version) for d in live for seen in d.files}
     recorded = _recorded(conn, wanted)
-    requests, rows, dropped = [], [], 0
+    requests, rows, dropped, events = [], [], 0, []
     for dispatch in live:
         fresh = tuple(seen for seen in dispatch.files if (dispatch.job, seen.rel, seen.version) not in recorded)
         dropped += len(dispatch.files) - len(fresh)
+        events += [
+            Event("file-already-seen", WATCHER, dispatch.job, None, config.revision,
+                  {"file": seen.rel, "identity": seen.identity, "reason": "recorded before; not run again"})
+            for seen in dispatch.files if seen not in fresh
+        ]  # fmt: skip
         if not fresh:
             continue
         dispatch = replace(dispatch, files=fresh)
@@ -78,6 +83,7 @@ def fire_files(
     if rows:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(watched_files).on_conflict_do_nothing(), rows)
+    append(conn, now, events)
     fired = ledger.fire(conn, requests, config, now, grace)
     return FilesFired(fired, held, dropped)
 

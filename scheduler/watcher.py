@@ -187,10 +187,18 @@ class FolderWatcher:
                 self.known.pop(rel, None)
 
     def _scan(self, now: float, at_start: bool = False) -> None:
-        """Look at every file in the folder; hand those not yet recorded to the settle tracker."""
+        """Look at every file in the folder; hand those not yet recorded to the settle tracker.
+
+        Also forgets recorded files that are gone: `known` only spares re-reading files that are
+        still there (the state database decides what ran), so a folder whose files are moved
+        away after processing does not grow the daemon's memory file by file, forever."""
         self._take_forgotten()
+        present = set()
         for rel, path in self._walk(self.root, ""):
+            present.add(rel)
             self._consider(rel, path, now, at_start)
+        if len(present) < len(self.known):
+            self.known = {rel: known for rel, known in self.known.items() if rel in present}
 
     def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, str]]:
         try:

@@ -14,7 +14,7 @@ from scheduler.arrivals import Dispatch, FileSeen, file_run_key
 from scheduler.catalog import apply_config
 from scheduler.config import Config, load_config
 from scheduler.seen_files import fire_files, load_known
-from scheduler.store import Store, jobs, open_store, runs, watched_files
+from scheduler.store import Store, audit, jobs, open_store, runs, watched_files
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
 GRACE = timedelta(minutes=10)
@@ -70,6 +70,9 @@ def test_a_file_is_recorded_with_its_run_and_never_fired_twice(setup) -> None:
     # The same path again, even with a new size (on_modified: ignore): dropped, no second run.
     again = fire(store, config, Dispatch("each", (seen("a.csv", size=99),)))
     assert again.fired.queued == [] and again.already_seen == 1
+    with store.read() as conn:
+        (event,) = conn.execute(select(audit.c.details).where(audit.c.event == "file-already-seen")).scalars()
+    assert json.loads(event)["file"] == "a.csv"
     (run,) = run_rows(store)
     assert run.run_key == file_run_key("each", (seen("a.csv"),))
     assert run.trigger == "file" and run.status == "queued" and run.scheduled_for is None

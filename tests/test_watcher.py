@@ -129,3 +129,13 @@ def test_files_found_at_start_follow_catchup(tmp_path: Path, catchup: str, runs:
     assert len([d for d in dispatches if d.skip is not None]) == skipped
     if catchup == "latest":
         assert [d.files[0].rel for d in dispatches if d.skip is None] == ["f2.csv"]
+
+
+def test_recorded_files_that_are_gone_are_forgotten_by_the_next_scan(tmp_path: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (incoming / "here.csv").write_text("x\n")
+    known: dict[str, Known | None] = {"here.csv": None, **{f"gone-{n}.csv": None for n in range(1000)}}
+    watcher, emitted = make_watcher(tmp_path, "{path: in}", known=known)
+    settle_and_advance(watcher)
+    assert watcher.known == {"here.csv": None} and emitted == []

@@ -1,0 +1,74 @@
+"""Start queued runs as child processes, as far as the global and per-job limits allow."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from scheduler import ledger
+from scheduler.config import Config
+from scheduler.outcomes import Outcome, record_outcome
+from scheduler.planner import startable, zenml_run_name
+from scheduler.runner import Runner
+from scheduler.store import Store
+
+QUEUE_POLL_SECONDS = 0.5
+
+
+class Launcher:
+    def __init__(self, store: Store, runner: Runner, max_concurrent_runs: int) -> None:
+        self.store = store
+        self.runner = runner
+        self.max_concurrent_runs = max_concurrent_runs
+        self._maybe_queued = True
+        self._next_poll = 0.0
+
+    def wake(self) -> None:
+        """Something may have been queued or a slot freed: look at the queue on the next call."""
+        self._maybe_queued = True
+
+    def start_queued(self, now: datetime, config: Config, run_limits: dict[str, int | None]) -> None:
+        """Start the oldest queued runs that fit; without a wake-up, look only every 0.5 s
+        (retry back-off and jitter expire with time alone)."""
+        free = self.max_concurrent_runs - self.runner.active
+        due = time.monotonic() >= self._next_poll
+        if free <= 0 or not (self._maybe_queued or due):
+            return
+        self._maybe_queued = False
+        self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
+        with self.store.read() as conn:
+            waiting = ledger.queued_runs(conn, now, 1000)
+        if not waiting:
+            return
+        running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
+        chosen = set(startable([(run.id, run.job) for run in waiting], running, run_limits, free))
+        for run in waiting:
+            if run.id in chosen:
+                self._launch(run, now, config)
+
+    def _launch(self, run: Any, now: datetime, config: Config) -> None:
+        spec = json.loads(run.parameters_json)
+        run_name = zenml_run_name(run.job, run.run_key, run.attempt, now)
+        spec.update(
+            job=run.job,
+            run_key=run.run_key,
+            run_name=run_name,
+            tags=["zenml-scheduler", f"job:{run.job}", f"trigger:{run.trigger}"],
+        )
+        log_path = str(self.runner.run_dir(run.id) / "output.log")
+        # Marked running before the spawn: if we die in between, recovery calls it lost
+        # rather than launching the same slot a second time.
+        with self.store.write() as conn:
+            ledger.mark_started(conn, run, log_path, now)
+        try:
+            child = self.runner.start(run.id, spec)
+        except OSError as exc:
+            with self.store.write() as conn:
+                failure = Outcome(run.id, "failed", error=f"could not start child process: {exc}")
+                record_outcome(conn, failure, config, now, stage="launch")
+            self.wake()
+            return
+        with self.store.write() as conn:
+            ledger.set_pid(conn, run, child.pid, child.pid_start, run_name, log_path, now)
