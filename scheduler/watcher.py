@@ -30,6 +30,7 @@ logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch
 
 Emit = Callable[[Dispatch | Notice], None]
 RETRY_SECONDS = 2.0
+FOUND_WAIT = 60.0  # catchup latest: the longest the files found at start wait for each other
 EVENT_WAIT_MS = 100  # longest wait inside watchfiles before we look at settle deadlines again
 
 
@@ -75,6 +76,8 @@ class FolderWatcher:
         self.known: dict[str, Known | None] = {}
         self._refused: dict[str, str] = {}
         self._modified_noticed: set[str] = set()
+        self._found_ready: list[FileSeen] = []
+        self._found_since: float | None = None
         self._forget: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         self._rescan = threading.Event()
         self.stop_event = threading.Event()
@@ -267,8 +270,7 @@ class FolderWatcher:
             seen = self._accept(rel, found_at_start)
             if seen is not None:
                 ready.append(seen)
-        found = [seen for seen in ready if seen.found_at_start]
-        dispatch, skipped = plan_found_at_start(found, self.catchup)
+        dispatch, skipped = plan_found_at_start(self._found_at_start(ready, now), self.catchup)
         ready = [seen for seen in ready if not seen.found_at_start] + dispatch
         for seen, code in skipped:
             reason = f"found at start; catchup is {self.catchup}"
@@ -280,6 +282,22 @@ class FolderWatcher:
         self.batcher.add(sorted(ready, key=lambda s: s.rel), now)
         for batch in self.batcher.take(now):
             self._emit(Dispatch(self.job, tuple(batch)))
+
+    def _found_at_start(self, ready: list[FileSeen], now: float) -> list[FileSeen]:
+        """The files found by the start-up scan, handed to the catch-up plan together: with
+        `catchup: latest` the newest must be chosen among all of them, not among those that
+        happened to complete first. A file still being written holds the others back for at
+        most FOUND_WAIT seconds."""
+        self._found_ready += [seen for seen in ready if seen.found_at_start]
+        if not self._found_ready:
+            return []
+        if self.catchup == "latest":
+            self._found_since = self._found_since or now
+            still_settling = any(item.found_at_start for item in self.tracker.pending.values())
+            if still_settling and now - self._found_since < FOUND_WAIT:
+                return []
+        found, self._found_ready, self._found_since = self._found_ready, [], None
+        return found
 
     def _complete(self, now: float) -> list[tuple[str, bool]]:
         if self.spec.ready_marker is None:

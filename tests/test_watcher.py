@@ -139,3 +139,27 @@ def test_recorded_files_that_are_gone_are_forgotten_by_the_next_scan(tmp_path: P
     watcher, emitted = make_watcher(tmp_path, "{path: in}", known=known)
     settle_and_advance(watcher)
     assert watcher.known == {"here.csv": None} and emitted == []
+
+
+def test_catchup_latest_chooses_among_all_files_found_at_start(tmp_path: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    for n in range(3):
+        (incoming / f"f{n}.csv").write_text("x\n")
+        os.utime(incoming / f"f{n}.csv", ns=(n * 10**9, n * 10**9))
+    config = parse_config(
+        "version: 1\njobs:\n  w:\n    pipeline: a.b:c\n    watch: {path: in, settle: 1s}\n    catchup: latest\n",
+        tmp_path / "schedules.yaml",
+        "rev",
+    )
+    emitted: list = []
+    watcher = FolderWatcher(config.jobs["w"], lambda details: {}, emitted.append)
+    watcher._scan(1000.0, at_start=True)
+    (incoming / "f2.csv").write_text("still being written\n")  # the newest is not complete yet
+    os.utime(incoming / "f2.csv", ns=(3 * 10**9, 3 * 10**9))
+    watcher._event(str(incoming / "f2.csv"), 1000.5)
+    watcher._advance(1001.2)  # f0 and f1 are complete: they wait for f2
+    assert emitted == []
+    watcher._advance(1001.6)
+    outcome = sorted((d.files[0].rel, d.skip[0] if d.skip else "run") for d in emitted)
+    assert outcome == [("f0.csv", "coalesced"), ("f1.csv", "coalesced"), ("f2.csv", "run")]
