@@ -109,20 +109,25 @@ def test_forgotten_files_are_handed_over_again_by_the_next_scan(tmp_path: Path) 
     assert dispatched(emitted) == ["a.csv", "a.csv"]
 
 
-@pytest.mark.parametrize(("catchup", "runs", "skipped"), [("all", 3, 0), ("latest", 1, 2), ("none", 0, 3)])
-def test_files_found_at_start_follow_catchup(tmp_path: Path, catchup: str, runs: int, skipped: int) -> None:
+def three_files_waiting(tmp_path: Path, catchup: str) -> tuple[FolderWatcher, list]:
+    """f0, f1, f2 (oldest to newest) landed while the daemon was down; settle 1s."""
     incoming = tmp_path / "in"
     incoming.mkdir()
     for n in range(3):
         (incoming / f"f{n}.csv").write_text("x\n")
         os.utime(incoming / f"f{n}.csv", ns=(n * 10**9, n * 10**9))
     config = parse_config(
-        f"version: 1\njobs:\n  w:\n    pipeline: a.b:c\n    watch: {{path: in}}\n    catchup: {catchup}\n",
+        f"version: 1\njobs:\n  w:\n    pipeline: a.b:c\n    watch: {{path: in, settle: 1s}}\n    catchup: {catchup}\n",
         tmp_path / "schedules.yaml",
         "rev",
     )
     emitted: list = []
-    watcher = FolderWatcher(config.jobs["w"], lambda details: {}, emitted.append)
+    return FolderWatcher(config.jobs["w"], lambda details: {}, emitted.append), emitted
+
+
+@pytest.mark.parametrize(("catchup", "runs", "skipped"), [("all", 3, 0), ("latest", 1, 2), ("none", 0, 3)])
+def test_files_found_at_start_follow_catchup(tmp_path: Path, catchup: str, runs: int, skipped: int) -> None:
+    watcher, emitted = three_files_waiting(tmp_path, catchup)
     settle_and_advance(watcher)
     dispatches = [item for item in emitted if isinstance(item, Dispatch)]
     assert len([d for d in dispatches if d.skip is None]) == runs
@@ -142,18 +147,8 @@ def test_recorded_files_that_are_gone_are_forgotten_by_the_next_scan(tmp_path: P
 
 
 def test_catchup_latest_chooses_among_all_files_found_at_start(tmp_path: Path) -> None:
+    watcher, emitted = three_files_waiting(tmp_path, "latest")
     incoming = tmp_path / "in"
-    incoming.mkdir()
-    for n in range(3):
-        (incoming / f"f{n}.csv").write_text("x\n")
-        os.utime(incoming / f"f{n}.csv", ns=(n * 10**9, n * 10**9))
-    config = parse_config(
-        "version: 1\njobs:\n  w:\n    pipeline: a.b:c\n    watch: {path: in, settle: 1s}\n    catchup: latest\n",
-        tmp_path / "schedules.yaml",
-        "rev",
-    )
-    emitted: list = []
-    watcher = FolderWatcher(config.jobs["w"], lambda details: {}, emitted.append)
     watcher._scan(1000.0, at_start=True)
     (incoming / "f2.csv").write_text("still being written\n")  # the newest is not complete yet
     os.utime(incoming / "f2.csv", ns=(3 * 10**9, 3 * 10**9))
