@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.lease import process_alive
 from tests import zenml_env
 from tests.harness import REPO, Project, wait_for
 
@@ -105,7 +106,7 @@ jobs:
     pipeline: tinypipes.tiny:tiny_pipeline
     every: 2s
     enable_cache: false
-    parameters: {{marker_dir: {markers}, sleep_s: 25}}
+    parameters: {{marker_dir: {markers}, sleep_s: 40}}
   short:
     pipeline: tinypipes.tiny:tiny_pipeline
     every: 2s
@@ -124,8 +125,16 @@ def test_kill9_then_restart_never_runs_a_slot_twice(project: Project) -> None:
     )[0]
     first.kill9()
     # Slots of both jobs come due while no daemon runs (inside the 10 min grace window); the short
-    # job's run in flight finishes meanwhile, the long one is still going at restart.
-    time.sleep(10)
+    # job's run in flight finishes meanwhile (waited for: a cold ZenML child on a busy machine can
+    # take a while), the long one is still going at restart.
+    in_flight = project.query("SELECT pid, pid_start FROM runs WHERE job='short' AND status='running'")
+    wait_for(
+        lambda: not any(r["pid"] and process_alive(r["pid"], r["pid_start"]) for r in in_flight),
+        120,
+        "the short run in flight to end",
+    )
+    time.sleep(4)
+    assert process_alive(long_run["pid"], long_run["pid_start"]), "the long run ended before the restart"
     second = project.start_daemon()
     wait_for(
         lambda: [r for r in project.runs() if r["trigger"] == "catchup" and r["status"] == "succeeded"],
