@@ -188,9 +188,10 @@ def install_cleanup() -> None:
 
 
 # ---- small helpers --------------------------------------------------------------------------
-def write_fake(directory: Path) -> str:
+def write_fake(directory: Path, template: str = FAKE_INTERPRETER) -> str:
+    """The fake child interpreter (`template`, formatted with this Python) as an executable file."""
     path = directory / "fake-python"
-    path.write_text(FAKE_INTERPRETER.format(python=PYTHON))
+    path.write_text(template.format(python=PYTHON))
     path.chmod(0o755)
     return str(path)
 
@@ -267,16 +268,27 @@ def write_schedules(root: Path, jobs: dict[str, str]) -> Path:
 
 
 class Daemon:
-    """`zenml-scheduler run` on a fresh directory; `ready` is when its start-up table appeared."""
+    """`zenml-scheduler run` with `config` in a fresh directory, its children started with the fake
+    interpreter `fake`; `ready_at` is when its start-up table appeared."""
 
-    def __init__(self, root: Path, jobs: dict[str, str], *, max_runs: int = 4, profile_to: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: Path,
+        fake: str,
+        *,
+        max_runs: int = 4,
+        profile_to: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.root = root
-        self.config = write_schedules(root, jobs)
+        self.config = config
         self.spawn_log = root / "spawns.log"
         self.db = root / "state" / "state.db"
-        self.fake = write_fake(root)
+        self.fake = fake
         self.max_runs = max_runs
         self.profile_to = profile_to
+        self.extra_args = extra_args
         self.launched = 0.0
         self.ready_at: float | None = None
         self._ready = threading.Event()
@@ -295,7 +307,7 @@ class Daemon:
         return env
 
     def command(self) -> list[str]:
-        cmd = [ZENML_SCHEDULER, "run", "--config", str(self.config), "--log-format", "json"]
+        cmd = [ZENML_SCHEDULER, "run", "--config", str(self.config), "--log-format", "json", *self.extra_args]
         if self.profile_to is not None:
             return [PYTHON, "-m", "cProfile", "-o", str(self.profile_to), *cmd]
         return cmd
@@ -333,6 +345,10 @@ class Daemon:
         lines = (self.root / "daemon.log").read_text().splitlines()
         return "\n".join(lines[-10:])
 
+    def connect(self) -> sqlite3.Connection:
+        """Read-only, so the bench never takes the daemon's write lock (the database is in WAL mode)."""
+        return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -351,7 +367,8 @@ class Daemon:
 @contextlib.contextmanager
 def daemon_in_tmp(prefix: str, jobs: dict[str, str], **kwargs: Any) -> Iterator[Daemon]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{prefix}-") as tmp:
-        daemon = Daemon(Path(tmp), jobs, **kwargs)
+        root = Path(tmp)
+        daemon = Daemon(root, write_schedules(root, jobs), write_fake(root), **kwargs)
         try:
             daemon.start()
             yield daemon

@@ -46,6 +46,7 @@ from typing import Any
 
 import watchfiles
 from firing import (
+    Daemon,
     Notes,
     Row,
     header,
@@ -56,15 +57,12 @@ from firing import (
     pstats_text,
     render,
     rss_mb,
-    spawn,
-    stop,
     write_results,
 )
+from firing import write_fake as firing_write_fake
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-PYTHON = sys.executable
-ZENML_SCHEDULER = str(Path(PYTHON).parent / "zenml-scheduler")
 JOB = "score"
 CONTENT = b"id,value\n1,0.5\n2,0.25\n"
 
@@ -117,10 +115,7 @@ SETTLE_START = 0.5
 
 # ---- helpers --------------------------------------------------------------------------------
 def write_fake(directory: Path) -> str:
-    path = directory / "fake-python"
-    path.write_text(FAKE_INTERPRETER.format(python=PYTHON))
-    path.chmod(0o755)
-    return str(path)
+    return firing_write_fake(directory, FAKE_INTERPRETER)
 
 
 def write_config(root: Path, settle: str) -> Path:
@@ -180,78 +175,13 @@ def fake_startup(samples: int = 10) -> float:
 
 
 # ---- the daemon -----------------------------------------------------------------------------
-class WatchDaemon:
-    """`zenml-scheduler run --no-check-pipelines` on `root`; `ready_at` is when its start-up table appeared."""
-
-    def __init__(self, root: Path, config: Path, max_runs: int = 16) -> None:
-        self.root = root
-        self.config = config
-        self.db = root / "state" / "state.db"
-        self.spawn_log = root / "spawns.log"
-        self.fake = write_fake(root)
-        self.max_runs = max_runs
-        self.launched = 0.0
-        self.ready_at: float | None = None
-        self._ready = threading.Event()
-        self.proc: subprocess.Popen[str] | None = None
-
-    def env(self) -> dict[str, str]:
-        # Our own settings only: nothing inherited from the shell may change what is measured.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ZENML_SCHEDULER_")}
-        env.update(
-            ZENML_SCHEDULER_PYTHON=self.fake,
-            ZENML_SCHEDULER_STATE_DIR=str(self.root / "state"),
-            ZENML_SCHEDULER_MAX_CONCURRENT_RUNS=str(self.max_runs),
-            ZENML_SCHEDULER_SHUTDOWN_GRACE="5s",
-            BENCH_SPAWN_LOG=str(self.spawn_log),
-        )
-        return env
-
-    def start(self) -> None:
-        cmd = [ZENML_SCHEDULER, "run", "--config", str(self.config), "--log-format", "json", "--no-check-pipelines"]
-        stderr = open(self.root / "daemon.log", "w")  # noqa: SIM115  (handed to the child)
-        self.launched = time.time()
-        self.proc = spawn(cmd, cwd=self.root, env=self.env(), stdout=subprocess.PIPE, stderr=stderr, text=True)
-        stderr.close()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-
-    def _read_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("zenml-scheduler:") and not self._ready.is_set():
-                self.ready_at = time.time()
-                self._ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.05) and time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-        if not self._ready.is_set():
-            raise RuntimeError(f"daemon not ready after {timeout:.0f}s; see {self.root / 'daemon.log'}:\n{self.tail()}")
-
-    def connect(self) -> sqlite3.Connection:
-        """Read-only, so the bench never takes the daemon's write lock (the database is in WAL mode)."""
-        return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
-
-    def tail(self) -> str:
-        return "\n".join((self.root / "daemon.log").read_text().splitlines()[-10:])
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            # The daemon installs its SIGTERM handler just before printing the table; allow a moment.
-            if self.ready_at is not None:
-                time.sleep(max(0.0, self.ready_at + 0.5 - time.time()))
-            stop(self.proc)
+def watch_daemon(root: Path, config: Path) -> Daemon:
+    """The daemon on `config`, children started with this bench's fake (no pipeline check)."""
+    return Daemon(root, config, write_fake(root), max_runs=16, extra_args=("--no-check-pipelines",))
 
 
 @contextlib.contextmanager
-def running(daemon: WatchDaemon) -> Iterator[WatchDaemon]:
+def running(daemon: Daemon) -> Iterator[Daemon]:
     try:
         daemon.start()
         yield daemon
@@ -377,17 +307,17 @@ def detection_latencies(sizes: Sizes) -> Latencies:
     with tempfile.TemporaryDirectory(prefix="bench-watch-latency-") as tmp:
         root = Path(tmp)
         folder = root / "incoming"
-        daemon = WatchDaemon(root, write_config(root, "1s"))
+        daemon = watch_daemon(root, write_config(root, "1s"))
         with running(daemon):
             daemon.wait_ready(60)
             conn = daemon.connect()
             try:
                 if poll(lambda: watch_started(conn), 30) is None:
-                    raise RuntimeError(f"the watcher never started:\n{daemon.tail()}")
+                    raise RuntimeError(f"the watcher never started:\n{daemon.log_tail()}")
                 time.sleep(0.5)  # the inotify watch is set after the start scan, a moment after watch-started
                 warmup_closed = write_file(folder / "warmup.csv")
                 if poll(lambda: "warmup.csv" in read_spawns(daemon.spawn_log), 30, 0.05) is None:
-                    raise RuntimeError(f"the warm-up file never ran:\n{daemon.tail()}")
+                    raise RuntimeError(f"the warm-up file never ran:\n{daemon.log_tail()}")
                 bare = BareWatch(folder)
                 bare.start()
                 try:
@@ -611,7 +541,7 @@ class EndToEnd:
 
 def end_to_end(folder: Folder, notes: Notes) -> EndToEnd:
     n = len(folder.new)
-    daemon = WatchDaemon(folder.root, folder.config)
+    daemon = watch_daemon(folder.root, folder.config)
     with running(daemon):
         daemon.wait_ready(120)
         conn = daemon.connect()
@@ -629,7 +559,7 @@ def end_to_end(folder: Folder, notes: Notes) -> EndToEnd:
             conn.close()
     assert daemon.ready_at is not None
     if done is None:
-        notes.add(f"end to end: only {runs} of {n} run rows after 60 s:\n{daemon.tail()}")
+        notes.add(f"end to end: only {runs} of {n} run rows after 60 s:\n{daemon.log_tail()}")
     launched = daemon.launched
     return EndToEnd(
         ready=daemon.ready_at - launched,
