@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+)(ms|[smhd])")
@@ -35,3 +38,12 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) + (f"{millis}ms" if millis else "")
+
+
+def _checked(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+# A duration field of schedules.yaml: kept as written ("30s"), rejected at load when malformed.
+Duration = Annotated[str, AfterValidator(_checked)]

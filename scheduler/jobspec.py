@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scheduler.durations import parse_duration
+from scheduler.durations import Duration, parse_duration
 from scheduler.triggers import CronTrigger, TriggerError
 from scheduler.watchspec import WatchSpec
 
@@ -27,15 +27,9 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max: int = Field(ge=1)
-    backoff: str = "30s"
+    backoff: Duration = "30s"
     factor: float = Field(2.0, ge=1)
-    max_backoff: str = "10m"
-
-    @field_validator("backoff", "max_backoff")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    max_backoff: Duration = "10m"
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt `failed_attempt` (1-based) failed."""
@@ -66,7 +60,7 @@ class JobSpec(BaseModel):
     description: str = ""
     # Firing policies
     catchup: Literal["none", "latest", "all"] = "latest"
-    misfire_grace: str | None = None  # None: the daemon's misfire_grace setting (10m)
+    misfire_grace: Duration | None = None  # None: the daemon's misfire_grace setting (10m)
     max_catchup: int = Field(50, ge=1)
     concurrency: Literal["skip", "queue", "replace", "allow"] = "skip"
     max_active: int | None = Field(None, ge=1)
@@ -76,7 +70,7 @@ class JobSpec(BaseModel):
     max_runs: int | None = Field(None, ge=1)
     timeout: str | None = None
     retries: RetryPolicy | None = None
-    jitter: str | None = None
+    jitter: Duration | None = None
     pause_after_failures: int | None = Field(None, ge=1)
 
     @model_validator(mode="before")
@@ -113,13 +107,6 @@ class JobSpec(BaseModel):
             raise ValueError("every must be at least 1s")
         if value is not None and parse_duration(value) % 1:
             raise ValueError("every must be whole seconds")
-        return value
-
-    @field_validator("misfire_grace", "jitter")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
         return value
 
     @field_validator("timeout")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from scheduler.durations import parse_duration
+from scheduler.durations import Duration, parse_duration
 
 DEFAULT_SETTLE = "2s"
 # How often the event-driven watcher rescans its folder anyway, as a safety net.
@@ -40,10 +40,10 @@ class WatchSpec(BaseModel):
     patterns: list[NamePattern] = ["*"]
     ignore: list[NamePattern] = [".*", "*.tmp", "*.part", "*~"]
     recursive: bool = False
-    settle: str | None = None  # None: DEFAULT_SETTLE, unless ready_marker is used
+    settle: Duration | None = None  # None: DEFAULT_SETTLE, unless ready_marker is used
     ready_marker: str | None = None
     batch: Literal["per_file", "per_batch"] = "per_file"
-    batch_window: str = "10s"
+    batch_window: Duration = "10s"
     max_batch: int = Field(500, ge=1, le=100_000)
     on_modified: Literal["ignore", "retrigger"] = "ignore"
     poll: bool = False
@@ -68,13 +68,6 @@ class WatchSpec(BaseModel):
     def _marker(cls, value: str | None) -> str | None:
         if value is not None and (not value or "/" in value or value in (".", "..")):
             raise ValueError(f"ready_marker must be a plain file name such as '_SUCCESS', got {value!r}")
-        return value
-
-    @field_validator("settle", "batch_window")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
         return value
 
     @field_validator("scan_interval")
