@@ -40,6 +40,14 @@ def watching(project: Project, daemon: DaemonProcess, job: str) -> None:
     assert daemon.process.poll() is None, daemon.output
 
 
+def start_watching(project: Project, stand_in: dict[str, str], *jobs: str, **env: str) -> DaemonProcess:
+    """The daemon, once each of `jobs` has its watcher in place."""
+    daemon = start(project, stand_in, **env)
+    for job in jobs:
+        watching(project, daemon, job)
+    return daemon
+
+
 def inputs(project: Project, job: str) -> list[list[str]]:
     """The files each first attempt of `job` was given, in run order."""
     given = []
@@ -66,8 +74,7 @@ def test_a_file_written_slowly_is_dispatched_once_after_settle(project: Project,
     incoming = project.root / "incoming"
     incoming.mkdir()
     configure(project, watch_job("score", "incoming", patterns=["*.csv"], settle="1500ms"))
-    daemon = start(project, stand_in)
-    watching(project, daemon, "score")
+    daemon = start_watching(project, stand_in, "score")
     with open(incoming / "slow.csv", "w") as fh:
         for line in range(7):  # 3 s of writing, a line every half second
             if line:
@@ -95,8 +102,7 @@ def test_a_thousand_files_per_batch_land_in_exactly_one_batch_each(project: Proj
         watch_job("batches", "incoming", params='input_paths: "{paths}"', settle="500ms", batch="per_batch",
                   batch_window="2s", max_batch=300),
     )  # fmt: skip
-    daemon = start(project, stand_in)
-    watching(project, daemon, "batches")
+    daemon = start_watching(project, stand_in, "batches")
     for n in range(1000):
         (incoming / f"part-{n:04d}.csv").write_text(f"{n}\n")
     wait_for(lambda: sum(names(inputs(project, "batches")).values()) >= 1000, 60, "1,000 files in batches")
@@ -116,8 +122,7 @@ def test_two_hundred_files_per_file_each_run_exactly_once(project: Project, stan
     incoming = project.root / "incoming"
     incoming.mkdir()
     configure(project, watch_job("each", "incoming", settle="500ms"))
-    daemon = start(project, stand_in, ZENML_SCHEDULER_MAX_CONCURRENT_RUNS="16")
-    watching(project, daemon, "each")
+    daemon = start_watching(project, stand_in, "each", ZENML_SCHEDULER_MAX_CONCURRENT_RUNS="16")
     for n in range(200):
         (incoming / f"file-{n:03d}.csv").write_text(f"{n}\n")
     wait_for(lambda: len(done(project, "each")) >= 200, 120, "200 runs")
@@ -133,8 +138,7 @@ def test_kill9_with_files_pending_then_restart_runs_each_file_once(project: Proj
     incoming = project.root / "incoming"
     incoming.mkdir()
     configure(project, watch_job("each", "incoming", settle="1s"))
-    daemon = start(project, stand_in)
-    watching(project, daemon, "each")
+    daemon = start_watching(project, stand_in, "each")
     for n in range(60):  # arriving over ~1.5 s: some settled and running, some pending at the kill
         (incoming / f"a-{n:02d}.csv").write_text(f"{n}\n")
         time.sleep(0.025)
@@ -160,8 +164,7 @@ def test_catchup_none_records_files_found_at_start_as_skipped(project: Project, 
     incoming.mkdir()
     configure(project, watch_job("live-only", "incoming", settle="300ms", extra="catchup: none"))
     (incoming / "before.csv").write_text("1\n")
-    daemon = start(project, stand_in)
-    watching(project, daemon, "live-only")
+    daemon = start_watching(project, stand_in, "live-only")
     (incoming / "after.csv").write_text("2\n")
     wait_for(lambda: done(project, "live-only"), 20, "the run of after.csv")
     wait_for(lambda: len(runs_of(project, "live-only")) == 2, 20, "before.csv on the record")
@@ -173,8 +176,7 @@ def test_catchup_none_records_files_found_at_start_as_skipped(project: Project, 
     assert status["after.csv"]["status"] == "succeeded"
     assert daemon.stop() == 0
     # A clean restart runs neither again.
-    daemon = start(project, stand_in)
-    watching(project, daemon, "live-only")
+    daemon = start_watching(project, stand_in, "live-only")
     time.sleep(1.5)
     assert len(runs_of(project, "live-only")) == 2
     assert daemon.stop() == 0
@@ -187,8 +189,7 @@ def test_patterns_ignore_and_escapes_are_refused(project: Project, stand_in: dic
     outside.mkdir()
     (outside / "secret.csv").write_text("top secret\n")
     configure(project, watch_job("score", "incoming", patterns=["*.csv"], settle="300ms"))
-    daemon = start(project, stand_in)
-    watching(project, daemon, "score")
+    daemon = start_watching(project, stand_in, "score")
     for name in (".hidden.csv", "x.tmp", "y.csv.part", "notes.txt", "sub/deep.csv", "good.csv"):
         (incoming / name).write_text("1\n")
     (incoming / "link.csv").symlink_to(outside / "secret.csv")  # absolute link out of the folder
@@ -212,8 +213,7 @@ def test_unreadable_file_is_refused(project: Project, stand_in: dict[str, str]) 
     incoming = project.root / "incoming"
     incoming.mkdir()
     configure(project, watch_job("score", "incoming", settle="300ms"))
-    daemon = start(project, stand_in)
-    watching(project, daemon, "score")
+    daemon = start_watching(project, stand_in, "score")
     locked = incoming / "locked.csv"
     locked.write_text("1\n")
     locked.chmod(0)
@@ -231,9 +231,7 @@ def test_on_modified_ignore_and_retrigger(project: Project, stand_in: dict[str, 
         watch_job("once", "once", settle="300ms"),
         watch_job("again", "again", settle="300ms", on_modified="retrigger"),
     )
-    daemon = start(project, stand_in)
-    watching(project, daemon, "once")
-    watching(project, daemon, "again")
+    daemon = start_watching(project, stand_in, "once", "again")
     for folder in ("once", "again"):
         (project.root / folder / "a.csv").write_text("v1\n")
         (project.root / folder / "b.csv").write_text("same\n")
@@ -256,8 +254,7 @@ def test_ready_marker_dispatches_a_folder_once_the_marker_appears(project: Proje
     incoming.mkdir()
     configure(project, watch_job("marked", "incoming", ready_marker="_SUCCESS", batch="per_batch",
                                  batch_window="200ms", params='input_paths: "{paths}"'))  # fmt: skip
-    daemon = start(project, stand_in)
-    watching(project, daemon, "marked")
+    daemon = start_watching(project, stand_in, "marked")
     for n in range(3):
         (incoming / f"part-{n}.csv").write_text("1\n")
     time.sleep(2.5)
@@ -347,8 +344,7 @@ def test_reload_moves_and_removes_a_watcher(project: Project, stand_in: dict[str
     for folder in ("first", "second"):
         (project.root / folder).mkdir()
     configure(project, watch_job("moving", "first", settle="300ms"))
-    daemon = start(project, stand_in)
-    watching(project, daemon, "moving")
+    daemon = start_watching(project, stand_in, "moving")
     (project.root / "first" / "a.csv").write_text("1\n")
     wait_for(lambda: done(project, "moving"), 20, "the run of first/a.csv")
     configure(project, watch_job("moving", "second", settle="300ms"))
@@ -369,8 +365,7 @@ def test_a_failing_file_run_is_retried_under_its_run_key(project: Project, stand
     incoming.mkdir()
     job = watch_job("flaky", "incoming", settle="300ms", extra="retries: {max: 1, backoff: 1s}")
     configure(project, job.replace("mode: ok", "mode: fail"))
-    daemon = start(project, stand_in)
-    watching(project, daemon, "flaky")
+    daemon = start_watching(project, stand_in, "flaky")
     (incoming / "a.csv").write_text("1\n")
     wait_for(lambda: len([r for r in runs_of(project, "flaky") if r["status"] == "failed"]) == 2, 30, "two attempts")
     first, second = runs_of(project, "flaky")
