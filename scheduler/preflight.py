@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from scheduler.arrivals import Dispatch, FileSeen, file_request
 from scheduler.config import Config, Job
 from scheduler.errors import Problem, SchedulerError
 from scheduler.runner import child_env
-from scheduler.watchspec import render_parameters
 
 CHECK_MODULE = "scheduler.pipeline_check"
 
@@ -46,9 +46,8 @@ def _checkable(job: Job) -> dict[str, Any]:
     """A watch job's parameters with its templates filled in by an example file, so their types can be checked."""
     if job.spec.watch is None or job.watch_root is None:
         return job.spec.parameters
-    example = str(job.watch_root / "example.csv")
-    values = {"path": example, "name": "example.csv", "stem": "example", "paths": [example]}
-    return render_parameters(job.spec.parameters, values)
+    example = FileSeen("example.csv", str(job.watch_root / "example.csv"), size=0, mtime_ns=0)
+    return file_request(job, Dispatch(job.name, (example,))).parameters
 
 
 def check_pipelines(

@@ -66,11 +66,12 @@ def fire_files(
     requests, rows, dropped, events = [], [], 0, []
     for dispatch in live:
         fresh = tuple(seen for seen in dispatch.files if (dispatch.job, seen.rel, seen.version) not in recorded)
-        dropped += len(dispatch.files) - len(fresh)
+        seen_before = [seen for seen in dispatch.files if (dispatch.job, seen.rel, seen.version) in recorded]
+        dropped += len(seen_before)
         events += [
             Event("file-already-seen", WATCHER, dispatch.job, None, config.revision,
                   {"file": seen.rel, "identity": seen.identity, "reason": "recorded before; not run again"})
-            for seen in dispatch.files if seen not in fresh
+            for seen in seen_before
         ]  # fmt: skip
         if not fresh:
             continue
