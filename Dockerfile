@@ -31,6 +31,8 @@ USER 10001
 VOLUME ["/var/lib/zenml-scheduler"]
 HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
     CMD ["zenml-scheduler", "health", "--config", "/app/schedules.yaml"]
+# The HTTP API, when enabled (ZENML_SCHEDULER_API_ENABLED=true, ZENML_SCHEDULER_API_HOST=0.0.0.0).
+EXPOSE 8765
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["dumb-init", "--"]
 CMD ["zenml-scheduler", "run", "--config", "/app/schedules.yaml", "--log-format", "json"]

@@ -23,11 +23,11 @@ import yaml
 from sqlalchemy import select
 
 from scheduler import ledger
-from scheduler.cli_records import run_dict
 from scheduler.config import Config, Job, load_config
 from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
 from scheduler.lease import current_holder
 from scheduler.planner import FINAL_STATUSES, manual_run_key
+from scheduler.run_records import run_record as run_dict
 from scheduler.settings import Settings, load_settings, masked_url
 from scheduler.store import Store, jobs, open_store, runs
 from scheduler.tables import render_table
@@ -308,3 +308,7 @@ from scheduler import cli_plan, cli_service  # noqa: E402
 
 cli_plan.register(cli, common, json_option, _source)
 cli_service.register(cli, common, json_option)
+
+from scheduler import cli_api  # noqa: E402
+
+cli_api.register(cli, common, json_option, _emit)

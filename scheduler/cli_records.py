@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import click
@@ -13,36 +12,10 @@ from sqlalchemy import select
 
 from scheduler import audit as audit_trail
 from scheduler.planner import FINAL_STATUSES
+from scheduler.run_records import run_record as run_dict
 from scheduler.settings import Settings
 from scheduler.store import open_store, runs
 from scheduler.tables import render_table
-
-
-def run_dict(row: Any) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    return {
-        "id": row.id,
-        "run_key": row.run_key,
-        "attempt": row.attempt,
-        "job": row.job,
-        "trigger": row.trigger,
-        "status": row.status,
-        "scheduled_for": iso(row.scheduled_for),
-        "created_at": iso(row.created_at),
-        "started_at": iso(row.started_at),
-        "finished_at": iso(row.finished_at),
-        "zenml_run_id": row.zenml_run_id,
-        "zenml_run_name": row.zenml_run_name,
-        "exit_code": row.exit_code,
-        "error": row.error or row.reason,
-        "reason": row.reason,
-        "parameters": json.loads(row.parameters_json) if row.parameters_json else None,
-        "log_path": row.log_path,
-        "config_revision": row.config_revision,
-        "source": row.source,
-    }
 
 
 def register(

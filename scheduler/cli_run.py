@@ -17,7 +17,7 @@ from scheduler.config import Config, load_config
 from scheduler.errors import ConfigError, LeaseHeldError, Problem
 from scheduler.lease import current_holder
 from scheduler.logs import setup_logging
-from scheduler.preflight import check_pipelines
+from scheduler.preflight import checked_config
 from scheduler.settings import Settings, masked_url
 from scheduler.store import open_store
 from scheduler.tables import render_table
@@ -26,12 +26,12 @@ log = logging.getLogger("zenml_scheduler.daemon")
 
 
 def load_checked(settings: Settings, path: Path | None = None, check: bool = True) -> Config:
-    """The config at `path`, with its pipelines checked in a child; ConfigError lists every problem."""
+    """The config at `path`, with its pipelines checked in a child and their descriptions attached
+    (`Config.pipelines`, used to type-check API overrides); ConfigError lists every problem.
+    Without `check` the config carries no descriptions."""
     config = load_config(path or settings.config)
     if check:
-        problems = check_pipelines(config, settings.python)
-        if problems:
-            raise ConfigError(problems)
+        config = checked_config(config, settings.python)
     return config
 
 
@@ -89,6 +89,11 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
     @click.option("--kill-grace", default=None, help="SIGTERM to SIGKILL for a run's process group, e.g. 10s")
     @click.option("--lease-ttl", default=None, help="Heartbeat age after which a daemon's lease expires, e.g. 15s")
     @click.option("--python", default=None, help="Interpreter for child processes [default: this one]")
+    @click.option(
+        "--api/--no-api", "api_enabled", default=None, help="Serve the HTTP API [env ZENML_SCHEDULER_API_ENABLED]"
+    )
+    @click.option("--api-host", default=None, help="API address [default 127.0.0.1; others need API keys]")
+    @click.option("--api-port", type=int, default=None, help="API port [default 8765; 0 = any free port]")
     @click.option("--no-check-pipelines", is_flag=True, help="Skip importing pipelines at start (not recommended).")
     @common
     def run(
@@ -124,6 +129,8 @@ def register(cli: click.Group, common: Callable[..., Any]) -> None:
             f"state {masked_url(settings.resolved_db_url)}"
         )
         click.echo(startup_table(config, daemon.next_fires))
+        if daemon.services.api_url:
+            click.echo(f"HTTP API on {daemon.services.api_url} (OpenAPI at {daemon.services.api_url}/openapi.json)")
         sys.stdout.flush()
         daemon.notifier.ready(daemon.status_line())  # recovered, reconciled and timing: ready
         daemon.run()

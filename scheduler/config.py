@@ -111,10 +111,20 @@ class Config:
     revision: str
     jobs: dict[str, Job]
     source: SourceMap = field(repr=False, compare=False)
+    # What the pipeline check found out about each pipeline, by pipeline reference (the RESPONSE's
+    # "pipelines" of `scheduler.pipeline_check`); empty when the config was not checked.
+    pipelines: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def project_root(self) -> Path:
         return self.path.resolve().parent
+
+    def pipeline_description(self, job: str) -> dict[str, Any] | None:
+        """The checked description of `job`'s pipeline (name, parameters with JSON schemas, steps);
+        None for an unknown job, a config loaded without the pipeline check, or a pipeline the
+        check could not describe."""
+        found = self.jobs.get(job)
+        return self.pipelines.get(found.spec.pipeline) if found is not None else None
 
 
 def load_config(path: Path | str) -> Config:
@@ -211,6 +221,14 @@ def _build_job(
         for error in exc.errors():
             problems.append(_pydantic_problem(error, name, origin, source))
         return None
+    for index, target in enumerate(spec.notify):  # a missing secret is caught at load, not at the first failure
+        if target.secret_env is not None and not os.environ.get(target.secret_env):
+            problems.append(
+                source.problem(
+                    (*origin["notify"], "notify", index, "secret_env"),
+                    f"notify[{index}].secret_env: environment variable {target.secret_env!r} is not set (or empty)",
+                )
+            )
     if len(triggers) != 1:
         return None
     start, end = _local(spec.start, spec.timezone), _local(spec.end, spec.timezone)

@@ -3,7 +3,10 @@
 Threads: APScheduler's timer thread only drops (job, slots) into `self.slots`, and each watch
 job's watcher thread drops the files it found complete there too; signal handlers only set
 flags; everything else - deciding, writing the database, spawning and reaping children, the
-lease heartbeat - happens in `tick(now)` on the main thread, in that order.
+lease heartbeat - happens in `tick(now)` on the main thread, in that order. The exceptions are
+the side services (`scheduler.services`): HTTP API threads record a manual run's row themselves
+(the database serialises them with the main loop) and hand the rest to the inbox, and metrics
+and webhooks follow the committed audit trail on their own threads.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from scheduler.durations import format_duration
 from scheduler.errors import ConfigError
 from scheduler.launcher import Launcher
 from scheduler.lease import Lease
+from scheduler.ledger import FireResult
 from scheduler.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
 from scheduler.planner import FireRequest, policy_of, run_limit, slot_run_key
 from scheduler.reconcile import retime_needed
@@ -37,6 +41,7 @@ from scheduler.reloader import ConfigWatcher, Reloader
 from scheduler.runner import Runner
 from scheduler.sdnotify import Notifier
 from scheduler.seen_files import Notice, fire_files, record_notices
+from scheduler.services import Services
 from scheduler.settings import Settings
 from scheduler.store import Store
 from scheduler.timing import Clock
@@ -98,6 +103,7 @@ class Daemon:
         self._pending_files: list[Dispatch] = []
         self._pending_notices: list[Notice] = []
         self.watchers = WatchSet(store, self.slots.put)
+        self.services = Services(settings, store, lambda: self.config, self.slots.put, self.health)
 
     def _derive_from_config(self) -> None:
         self.timeouts = {name: job.timeout for name, job in self.config.jobs.items()}
@@ -126,7 +132,12 @@ class Daemon:
             self.clock.put(job, None if name in exhausted else self.next_fires[name])
         self.clock.start()
         self.watchers.sync(self.config)
+        self.services.start()
         self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
+
+    def health(self) -> dict[str, bool]:
+        """What /readyz reports besides the database: timing runs and a config is loaded."""
+        return {"scheduler": self.clock.running and not self.stopping, "config": self.config is not None}
 
     def _recover(self, conn: object, now: datetime) -> None:
         """Runs left `running` by a previous daemon: follow the live ones, settle the dead ones."""
@@ -251,6 +262,9 @@ class Daemon:
                 break
         self._pending_files += [item for item in handed_over if isinstance(item, Dispatch)]
         self._pending_notices += [item for item in handed_over if isinstance(item, Notice)]
+        for item in handed_over:
+            if isinstance(item, FireResult):  # recorded by an API thread; the rest is ours to do
+                self._after_fire(item)
         return [
             FireRequest(name, "schedule", slot_run_key(name, t), "scheduler", t)
             for name, times in (item for item in handed_over if isinstance(item, tuple))
@@ -275,7 +289,9 @@ class Daemon:
             self.watchers.hand_back(dispatch)
 
     def _fire(self, conn: object, batch: list[FireRequest], now: datetime) -> None:
-        result = ledger.fire(conn, batch, self.config, now, self.grace)  # type: ignore[arg-type]
+        self._after_fire(ledger.fire(conn, batch, self.config, now, self.grace))  # type: ignore[arg-type]
+
+    def _after_fire(self, result: FireResult) -> None:
         if result.queued:
             self.launcher.wake()
         for run_id in result.replaced:
@@ -339,6 +355,7 @@ class Daemon:
             self.notifier.stopping()
             self.clock.stop()
             self.watchers.stop_all()
+            self.services.stop_api()
         overdue = time.monotonic() - self.stopping_since > self.settings.shutdown_grace
         if self.runner.active and (overdue or self.stop_signals > 1):
             self.runner.stop_all(SHUTDOWN_REASON)
@@ -347,6 +364,7 @@ class Daemon:
     def close(self) -> None:
         self.clock.stop()
         self.watchers.stop_all()
+        self.services.stop()
         self.lease.release(self.now())
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.durations import Duration, parse_duration
+from scheduler.notifyspec import NotifyTarget
 from scheduler.triggers import CronTrigger, TriggerError
 from scheduler.watchspec import WatchSpec
 
@@ -40,6 +41,39 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     parameters: dict[str, Any] = {}
+
+
+OVERRIDE_KEY = re.compile(
+    r"parameters\.(?P<name>[A-Za-z_]\w*)|steps\.(?P<step>[A-Za-z0-9_][\w-]*)\.parameters\.(?P<input>[A-Za-z_]\w*)"
+)
+OVERRIDE_FORMS = "'parameters.<name>' (a pipeline parameter) or 'steps.<step>.parameters.<name>' (a step input)"
+
+
+def parse_override_key(entry: object) -> tuple[str | None, str] | None:
+    """Split an `api.overridable` entry: ``(None, name)`` for ``parameters.<name>``, ``(step, input)``
+    for ``steps.<step>.parameters.<input>``, None when it has neither form."""
+    found = OVERRIDE_KEY.fullmatch(entry) if isinstance(entry, str) else None
+    if found is None:
+        return None
+    return (None, found["name"]) if found["name"] else (found["step"], found["input"])
+
+
+def _override_key(entry: str) -> str:
+    if parse_override_key(entry) is None:
+        raise ValueError(f"expected {OVERRIDE_FORMS}, got {entry!r}")
+    return entry
+
+
+class ApiSpec(BaseModel):
+    """What an HTTP caller may change when it starts a run of the job: nothing unless listed.
+
+    The pipeline check verifies each entry against the real pipeline (it exists, and a step input
+    is one the pipeline body leaves open); `scheduler.overrides` enforces the list per request.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    overridable: list[Annotated[str, AfterValidator(_override_key)]] = []
 
 
 class JobSpec(BaseModel):
@@ -72,6 +106,8 @@ class JobSpec(BaseModel):
     retries: RetryPolicy | None = None
     jitter: Duration | None = None
     pause_after_failures: int | None = Field(None, ge=1)
+    notify: list[NotifyTarget] = []  # webhooks; a job's own list replaces the default one
+    api: ApiSpec = ApiSpec()  # what an HTTP caller may override; a job's own `api` replaces the default one
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from scheduler.runner import Runner
 from scheduler.store import Store
 
 QUEUE_POLL_SECONDS = 0.5
+MAX_LAUNCHES_PER_PASS = 16
 
 
 class Launcher:
@@ -39,36 +40,49 @@ class Launcher:
         self._maybe_queued = False
         self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
         with self.store.read() as conn:
-            waiting = ledger.queued_runs(conn, now, 1000)
+            waiting = ledger.queued_runs(conn, now, 1000, per_job=free)
         if not waiting:
             return
         running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
-        chosen = set(startable([(run.id, run.job) for run in waiting], running, run_limits, free))
-        for run in waiting:
-            if run.id in chosen:
-                self._launch(run, now, config)
+        by_id = {run.id: run for run in waiting}
+        chosen = startable([(run.id, run.job) for run in waiting], running, run_limits, free)
+        if len(chosen) > MAX_LAUNCHES_PER_PASS:
+            # The rest waits for the next pass, so that due slots are not held up behind a long
+            # row of launches (a burst of API triggers).
+            chosen = chosen[:MAX_LAUNCHES_PER_PASS]
+            self._maybe_queued = True
+        self._launch([by_id[run_id] for run_id in chosen], now, config)
 
-    def _launch(self, run: Any, now: datetime, config: Config) -> None:
-        spec = json.loads(run.parameters_json)
-        run_name = zenml_run_name(run.job, run.run_key, run.attempt, now)
-        spec.update(
-            job=run.job,
-            run_key=run.run_key,
-            run_name=run_name,
-            tags=["zenml-scheduler", f"job:{run.job}", f"trigger:{run.trigger}"],
-        )
-        log_path = str(self.runner.run_dir(run.id) / "output.log")
-        # Marked running before the spawn: if we die in between, recovery calls it lost
+    def _launch(self, batch: list[Any], now: datetime, config: Config) -> None:
+        """Spawn `batch`, with two write transactions for all of them rather than two each."""
+        prepared = []
+        for run in batch:
+            spec = json.loads(run.parameters_json)
+            run_name = zenml_run_name(run.job, run.run_key, run.attempt, now)
+            spec.update(
+                job=run.job,
+                run_key=run.run_key,
+                run_name=run_name,
+                tags=["zenml-scheduler", f"job:{run.job}", f"trigger:{run.trigger}"],
+            )
+            prepared.append((run, spec, run_name, str(self.runner.run_dir(run.id) / "output.log")))
+        # Marked running before the spawn: if we die in between, recovery calls them lost
         # rather than launching the same slot a second time.
         with self.store.write() as conn:
-            ledger.mark_started(conn, run, log_path, now)
-        try:
-            child = self.runner.start(run.id, spec)
-        except OSError as exc:
-            with self.store.write() as conn:
-                failure = Outcome(run.id, "failed", error=f"could not start child process: {exc}")
-                record_outcome(conn, failure, config, now, stage="launch")
-            self.wake()
-            return
+            for run, _, _, log_path in prepared:
+                ledger.mark_started(conn, run, log_path, now)
+        started, failed = [], []
+        for run, spec, run_name, log_path in prepared:
+            try:
+                child = self.runner.start(run.id, spec)
+            except OSError as exc:
+                failed.append(Outcome(run.id, "failed", error=f"could not start child process: {exc}"))
+                continue
+            started.append((run, child, run_name, log_path))
         with self.store.write() as conn:
-            ledger.set_pid(conn, run, child.pid, child.pid_start, run_name, log_path, now)
+            for run, child, run_name, log_path in started:
+                ledger.set_pid(conn, run, child.pid, child.pid_start, run_name, log_path, now)
+            for failure in failed:
+                record_outcome(conn, failure, config, now, stage="launch")
+        if failed:
+            self.wake()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,12 +33,22 @@ from scheduler.store import jobs, requests, runs
 DAEMON = "daemon"
 
 
-def launch_spec(job: Job, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The fully resolved inputs of one run, as stored on its row and shown in the audit trail."""
+def launch_spec(
+    job: Job, overrides: dict[str, Any], step_overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The fully resolved inputs of one run, as stored on its row and shown in the audit trail.
+
+    `overrides` replace pipeline parameters; `step_overrides` (step -> input -> value) replace or
+    add step parameters, keeping the job's other parameters of that step.
+    """
+    steps = {name: step.model_dump() for name, step in job.spec.steps.items()}
+    for name, values in (step_overrides or {}).items():
+        configured = steps.get(name, {})
+        steps[name] = {**configured, "parameters": {**configured.get("parameters", {}), **values}}
     return {
         "pipeline": job.spec.pipeline,
         "parameters": {**job.spec.parameters, **overrides},
-        "steps": {name: step.model_dump() for name, step in job.spec.steps.items()},
+        "steps": steps,
         "enable_cache": job.spec.enable_cache,
     }
 
@@ -57,18 +67,30 @@ def _job_states(conn: Connection, names: set[str], config: Config) -> dict[str, 
         row.name: row
         for row in conn.execute(select(jobs.c.name, jobs.c.paused, jobs.c.launched).where(jobs.c.name.in_(names)))
     }
-    active: dict[str, list[Any]] = {name: [] for name in names}
-    for row in conn.execute(
-        select(runs.c.id, runs.c.job, runs.c.status).where(runs.c.job.in_(names), runs.c.status.in_(ACTIVE_STATUSES))
-    ):
-        active[row.job].append(row)
+    # Counted, not fetched: a job may have thousands of runs queued (an API burst), and this runs
+    # for every batch. Only `concurrency: replace` needs the ids of the runs it ends.
+    counts: dict[tuple[str, str], int] = {
+        (row.job, row.status): row.n
+        for row in conn.execute(
+            select(runs.c.job, runs.c.status, func.count().label("n"))
+            .where(runs.c.job.in_(names), runs.c.status.in_(ACTIVE_STATUSES))
+            .group_by(runs.c.job, runs.c.status)
+        )
+    }
+    replacing = [n for n in names if n in config.jobs and config.jobs[n].spec.concurrency == "replace"]
+    active_ids: dict[str, list[int]] = {name: [] for name in replacing}
+    if replacing:
+        for row in conn.execute(
+            select(runs.c.id, runs.c.job).where(runs.c.job.in_(replacing), runs.c.status.in_(ACTIVE_STATUSES))
+        ):
+            active_ids[row.job].append(row.id)
     states = {}
     for name in names:
-        row, mine = stored.get(name), active[name]
+        row = stored.get(name)
         states[name] = JobState(
             exists=name in config.jobs, paused=bool(row and row.paused), launched=row.launched if row else 0,
-            running=sum(r.status == "running" for r in mine), queued=sum(r.status == "queued" for r in mine),
-            active_ids=tuple(r.id for r in mine),
+            running=counts.get((name, "running"), 0), queued=counts.get((name, "queued"), 0),
+            active_ids=tuple(active_ids.get(name, ())),
         )  # fmt: skip
     return states
 
@@ -94,7 +116,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
         job = config.jobs.get(request.job)
         state = states[request.job]
         decision = decide(request, state, policy_of(job, grace) if job else Policy(grace), now)
-        spec = launch_spec(job, request.parameters) if job is not None else None
+        spec = launch_spec(job, request.parameters, request.steps) if job is not None else None
         decided.append((request, decision, spec))
         if isinstance(decision, Skip) and decision.code == "paused":
             continue
@@ -279,10 +301,14 @@ def add_request(
     append(conn, now, [Event("manual-trigger", source, job, run_key, revision, {"parameters": parameters})])
 
 
-def queued_runs(conn: Connection, now: datetime, limit: int) -> list[Any]:
-    """Queued runs whose jitter or retry back-off has passed, oldest first."""
+def queued_runs(conn: Connection, now: datetime, limit: int, per_job: int) -> list[Any]:
+    """Queued runs whose jitter or retry back-off has passed, oldest first, at most `per_job` of
+    each job: a job with thousands queued (an API burst) does not hide other jobs' runs."""
     due = or_(runs.c.not_before.is_(None), runs.c.not_before <= now)
-    return conn.execute(select(runs).where(runs.c.status == "queued", due).order_by(runs.c.id).limit(limit)).all()
+    place = func.row_number().over(partition_by=runs.c.job, order_by=runs.c.id).label("place")
+    ranked = select(runs.c.id, place).where(runs.c.status == "queued", due).subquery()
+    chosen = select(ranked.c.id).where(ranked.c.place <= per_job)
+    return conn.execute(select(runs).where(runs.c.id.in_(chosen)).order_by(runs.c.id).limit(limit)).all()
 
 
 def expire_queued(conn: Connection, config: Config, now: datetime, grace: timedelta) -> int:

@@ -8,21 +8,40 @@ REQUEST::
     {"project_root": "/abs/path",
      "jobs": {"<job>": {"pipeline": "package.module:attribute",
                         "parameters": {...},
-                        "steps": {"<step>": {"parameters": {...}}}}}}
+                        "steps": {"<step>": {"parameters": {...}}},
+                        "overridable": ["parameters.<name>", "steps.<step>.parameters.<input>"]}}}
+
+``overridable`` (optional) is the job's ``api.overridable``; its errors have
+paths ``["jobs", "<job>", "api", "overridable", <index>]``.
 
 RESPONSE (one JSON object)::
 
     {"errors": [{"path": ["jobs", "<job>", ...], "message": "...", "kind": "..."}],
      "pipelines": {"<ref>": {
-         "parameters": {"<name>": {"type": "int", "required": true, "default": null}},
-         "steps": {"<invocation id>": {"inputs": [...], "wired": [...]}}}}}
+         "name": "<ZenML pipeline name>",
+         "parameters": {"<name>": {"type": "int", "required": true, "default": null,
+                                   "schema": {<JSON Schema>}}},
+         "steps": {"<invocation id>": {"inputs": [...], "wired": [...],
+                                       "schemas": {"<input>": {<JSON Schema>}},
+                                       "from_parameter": {"<input>": "<parameter>"}}}}}}
+
+``schema``/``schemas`` are pydantic's JSON Schema (Draft 2020-12) of the
+resolved annotation; ``{}`` (any JSON value) for a missing annotation, ``Any``
+or a type without a JSON Schema. ``wired`` lists the inputs the pipeline body
+passes itself (a step parameter cannot set them); ``from_parameter`` maps
+those it passes straight from a pipeline parameter to that parameter's name.
+``steps`` describe the body as traced for the first job of each pipeline whose
+parameters allowed tracing (``from_parameter`` merged over all of them); it is
+empty for dynamic pipelines and when no job's body could be traced.
 
 ``kind`` is one of: "reference" (the pipeline reference does not resolve),
 "unknown" (a parameter, step or step input name that does not exist: the
 path ends at that name), "missing" (required pipeline parameters absent),
-"type" (a value the annotation rejects), "conflict" (a step parameter for an
-input the pipeline body already passes), "trace" (the pipeline body raised
-while its steps were traced), "invalid" (the request itself is malformed).
+"type" (a value the annotation rejects), "conflict" (a step parameter, or an
+``overridable`` step input, for an input the pipeline body already passes),
+"trace" (the pipeline body raised while its steps were traced), "invalid" (the
+request itself is malformed, e.g. an ``overridable`` entry of neither form).
+``overridable`` step inputs are only checked when the body could be traced.
 
 The response is always printed as the last line of stdout; everything else
 (ZenML's logging, prints made by imported pipeline modules) is redirected to
@@ -57,7 +76,14 @@ from scheduler.pipeline_loading import (
     prepare_import_path,
     split_ref,
 )
-from scheduler.step_wiring import annotation_text, check_steps, describe_steps, trace_invocations
+from scheduler.step_wiring import (
+    annotation_text,
+    check_overridable,
+    check_steps,
+    describe_steps,
+    json_schema_of,
+    trace_invocations,
+)
 
 if TYPE_CHECKING:
     from zenml.pipelines.pipeline_definition import Pipeline
@@ -85,7 +111,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def describe_parameters(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """Name, annotation, requiredness and default of each entrypoint parameter."""
+    """Name, annotation, requiredness, default and JSON Schema of each entrypoint parameter."""
     from zenml.steps.utils import get_resolved_signature
 
     described: dict[str, dict[str, Any]] = {}
@@ -97,6 +123,7 @@ def describe_parameters(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             "type": annotation_text(param.annotation),
             "required": required,
             "default": None if required else _jsonable(param.default),
+            "schema": json_schema_of(param.annotation),
         }
     return described
 
@@ -237,7 +264,7 @@ class _Checker:
             pipeline = pipeline_from_module(module, ref)
         except PipelineRefError as exc:
             return exc
-        self.pipelines[ref] = {"parameters": describe_parameters(pipeline), "steps": {}}
+        self.pipelines[ref] = {"name": pipeline.name, "parameters": describe_parameters(pipeline), "steps": {}}
         return pipeline
 
     def check_job(self, job: str, spec: Any) -> None:
@@ -258,13 +285,26 @@ class _Checker:
         except PipelineRefError as exc:
             self.errors.add([*path, "pipeline"], str(exc), kind="reference")
             return
-        if params is None:
+        traced = self._trace(path, ref, pipeline, params, steps) if params is not None else None
+        overridable = spec.get("overridable") or []
+        if not isinstance(overridable, list):
+            self.errors.add([*path, "api", "overridable"], "expected a list of strings", kind="invalid")
             return
+        parameters = self.pipelines[ref]["parameters"]
+        open_ended = _accepts_any_keyword(pipeline)
+        where = [*path, "api", "overridable"]
+        for problem in check_overridable(overridable, parameters, open_ended, pipeline.name, traced, where):
+            self.errors.add(problem.path, problem.message, kind=problem.kind)
+
+    def _trace(
+        self, path: Path_, ref: str, pipeline: Pipeline, params: Mapping[str, Any], steps: Mapping[str, Any] | None
+    ) -> Pipeline | None:
+        """Check the job's parameters and steps; return the traced body, None if it cannot be traced."""
         arguments = check_pipeline_parameters(pipeline, params, [*path, "parameters"], self.errors)
         if arguments is None or pipeline.is_dynamic:
             # Without all required values (or for dynamic pipelines, whose steps
             # only exist at run time) the body cannot be traced.
-            return
+            return None
         try:
             traced = trace_invocations(pipeline, arguments)
         except Exception as exc:
@@ -273,13 +313,16 @@ class _Checker:
                 f"tracing the steps of {pipeline.name} with these parameters failed: {describe_exception(exc)}",
                 kind="trace",
             )
-            return
+            return None
         known_steps = self.pipelines[ref]["steps"]
         for inv_id, info in describe_steps(traced).items():
-            known_steps.setdefault(inv_id, info)
+            known = known_steps.setdefault(inv_id, info)
+            # A value shared by chance (a small int, None) hides a wiring in one job's trace only.
+            known["from_parameter"] = {**info["from_parameter"], **known["from_parameter"]}
         if steps:
             for problem in check_steps(traced, steps, [*path, "steps"]):
                 self.errors.add(problem.path, problem.message, kind=problem.kind)
+        return traced
 
     def response(self) -> dict[str, Any]:
         return {"errors": self.errors.items, "pipelines": self.pipelines}

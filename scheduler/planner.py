@@ -51,6 +51,7 @@ class FireRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     preskip: tuple[str, str] | None = None  # (code, reason) decided earlier: recorded as skipped
     files: tuple[dict[str, Any], ...] = ()  # the files a file-triggered run is for, as audited
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> input -> value, over the job's steps
 
 
 @dataclass(frozen=True)
@@ -210,16 +211,19 @@ def run_limit(policy: Policy) -> int | None:
 def startable(
     waiting: list[tuple[int, str]], running: dict[str, int], limits: dict[str, int | None], free: int
 ) -> list[int]:
-    """Which queued runs to start now: first come first served across jobs (`waiting` is
-    (run id, job) oldest first), at most `free` in all, never past a job's own limit."""
-    chosen: list[int] = []
-    counts = dict(running)
+    """Which queued runs to start now, at most `free` in all, never past a job's own limit.
+
+    `waiting` is (run id, job), oldest first. Jobs take turns: each job's oldest run first, in
+    the order they were queued, then each job's second, and so on; so a job with a long queue
+    (a burst of API triggers) never holds back another job's run, and within a job the oldest
+    run goes first.
+    """
+    per_job: dict[str, list[int]] = {}
     for run_id, job in waiting:
-        if len(chosen) >= free:
-            break
+        per_job.setdefault(job, []).append(run_id)
+    rounds: list[tuple[int, int, str]] = []  # (turn, run id, job)
+    for job, ids in per_job.items():
         limit = limits.get(job, 1)
-        if limit is not None and counts.get(job, 0) >= limit:
-            continue
-        chosen.append(run_id)
-        counts[job] = counts.get(job, 0) + 1
-    return chosen
+        room = len(ids) if limit is None else max(0, limit - running.get(job, 0))
+        rounds += [(turn, run_id, job) for turn, run_id in enumerate(ids[:room])]
+    return [run_id for _, run_id, _ in sorted(rounds)[: max(0, free)]]

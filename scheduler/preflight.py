@@ -2,11 +2,14 @@
 
 Importing pipelines means importing ZenML, which the daemon never does itself; the checker
 (`scheduler.pipeline_check`) runs in a child and answers with data that we position in the
-file with the config's source map.
+file with the config's source map. Its descriptions of the pipelines (parameter and step-input
+JSON Schemas, wiring) ride along on the checked `Config`, so the daemon can validate API
+overrides later without ZenML (`scheduler.overrides`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +20,7 @@ from typing import Any
 
 from scheduler.arrivals import Dispatch, FileSeen, file_request
 from scheduler.config import Config, Job
-from scheduler.errors import Problem, SchedulerError
+from scheduler.errors import ConfigError, Problem, SchedulerError
 from scheduler.runner import child_env
 
 CHECK_MODULE = "scheduler.pipeline_check"
@@ -35,6 +38,7 @@ def check_request(
                 "pipeline": job.spec.pipeline,
                 "parameters": {**_checkable(job), **overrides.get(name, {})},
                 "steps": {step: cfg.model_dump() for step, cfg in job.spec.steps.items()},
+                "overridable": list(job.spec.api.overridable),
             }
             for name, job in config.jobs.items()
             if name in names
@@ -50,6 +54,28 @@ def _checkable(job: Job) -> dict[str, Any]:
     return file_request(job, Dispatch(job.name, (example,))).parameters
 
 
+@dataclasses.dataclass(frozen=True)
+class PipelineCheck:
+    """The checker's verdict: problems positioned in the file, and the pipeline descriptions
+    (the RESPONSE's "pipelines", keyed by pipeline reference)."""
+
+    problems: list[Problem]
+    pipelines: dict[str, Any]
+
+
+def checked_config(config: Config, python: str, env: Mapping[str, str] | None = None) -> Config:
+    """`config` with its pipelines' descriptions attached (`Config.pipelines`).
+
+    Raises:
+        ConfigError: Listing every problem the check found.
+        SchedulerError: When the checker itself fails.
+    """
+    result = run_pipeline_check(config, python, env)
+    if result.problems:
+        raise ConfigError(result.problems)
+    return dataclasses.replace(config, pipelines=result.pipelines)
+
+
 def check_pipelines(
     config: Config,
     python: str,
@@ -59,8 +85,20 @@ def check_pipelines(
     timeout: float = 300.0,
 ) -> list[Problem]:
     """Problems found in the pipelines the config names; raise SchedulerError if the checker fails."""
+    return run_pipeline_check(config, python, env, overrides, only, timeout).problems
+
+
+def run_pipeline_check(
+    config: Config,
+    python: str,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    only: Iterable[str] | None = None,
+    timeout: float = 300.0,
+) -> PipelineCheck:
+    """Run the checker in a child; raise SchedulerError if it fails (no answer)."""
     if not config.jobs:
-        return []
+        return PipelineCheck([], {})
     request = check_request(config, overrides, only)
     with tempfile.TemporaryDirectory(prefix="zenml-scheduler-check-") as tmp:
         request_path, answer_path = Path(tmp) / "request.json", Path(tmp) / "answer.json"
@@ -82,8 +120,17 @@ def check_pipelines(
             raise SchedulerError(f"the pipeline checker failed (exit {proc.returncode}): " + " | ".join(tail)) from None
     problems = []
     for error in answer.get("errors", []):
-        path = tuple(error["path"])
+        path, message = _inherited(config, tuple(error["path"]), error["message"])
         # A wrong name is shown at the key; a wrong value at the value.
         at_key = error.get("kind") in ("unknown", "conflict")
-        problems.append(config.source.problem(path, error["message"], key=at_key))
-    return problems
+        problems.append(config.source.problem(path, message, key=at_key))
+    pipelines = answer.get("pipelines")
+    return PipelineCheck(problems, pipelines if isinstance(pipelines, dict) else {})
+
+
+def _inherited(config: Config, path: tuple[Any, ...], message: str) -> tuple[tuple[Any, ...], str]:
+    """An error in a field the job takes from `defaults:` is shown there, naming the job."""
+    inherited = len(path) > 2 and path[0] == "jobs" and path[:3] not in config.source.values
+    if inherited and ("defaults", path[2]) in config.source.values:
+        return ("defaults", *path[2:]), f"job {path[1]!r}: {message}"
+    return path, message

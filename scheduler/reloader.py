@@ -80,12 +80,10 @@ class Reloader:
     def _load(self, reason: str) -> None:
         try:
             config = load_config(self.path)
-            if self.check_pipelines:
-                from scheduler.preflight import check_pipelines
+            if self.check_pipelines:  # the checked config carries its pipelines' descriptions
+                from scheduler.preflight import checked_config
 
-                problems = check_pipelines(config, self.python)
-                if problems:
-                    raise ConfigError(problems)
+                config = checked_config(config, self.python)
             self._results.put((reason, config))
         except ConfigError as exc:
             self._results.put((reason, exc))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler.api_keys import StoredKey
 from scheduler.durations import parse_duration
 from scheduler.errors import SettingsError
 
@@ -43,6 +44,17 @@ class Settings(BaseSettings):
     kill_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL for a child.")
     lease_ttl: float = Field(15.0, gt=1, description="Seconds without heartbeat before a lease expires.")
     python: str = Field(sys.executable, description="Interpreter for child processes.")
+    # The HTTP API (see the README's "HTTP API" section).
+    api_enabled: bool = Field(False, description="Serve the HTTP API from the daemon.")
+    api_host: str = Field("127.0.0.1", description="Address the API binds; non-loopback needs API keys.")
+    api_port: int = Field(8765, ge=0, le=65535, description="TCP port of the API (0: any free port).")
+    api_keys: list[StoredKey] = Field([], description="Hashed API keys, as JSON (see `api-key create`).")
+    api_keys_file: Path | None = Field(None, description="Hashed API keys file; default state_dir/api-keys.json.")
+    api_rate_limit: float = Field(10.0, ge=0, description="Requests per second per API key; 0 turns it off.")
+    api_rate_burst: int = Field(20, ge=1, description="Requests a key may make at once before the limit applies.")
+    api_max_body: int = Field(65536, ge=1024, description="Largest request body accepted, in bytes.")
+    api_ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for the API.")
+    api_ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for the API.")
 
     @field_validator("misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", mode="before")
     @classmethod
@@ -59,6 +71,10 @@ class Settings(BaseSettings):
     @property
     def resolved_state_dir(self) -> Path:
         return (self.state_dir or self.project_root / STATE_DIR_NAME).resolve()
+
+    @property
+    def resolved_api_keys_file(self) -> Path:
+        return (self.api_keys_file or self.resolved_state_dir / "api-keys.json").resolve()
 
     @property
     def resolved_db_url(self) -> str:

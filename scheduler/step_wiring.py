@@ -1,4 +1,5 @@
-"""Trace a pipeline body and check configured step parameters against it.
+"""Trace a pipeline body and check configured step parameters (and the step
+inputs a job's ``api.overridable`` lists) against it.
 
 Tracing runs the body with ``Pipeline.prepare`` (the compilation pass a run
 starts with), which records each step invocation and what the body passes to
@@ -12,8 +13,10 @@ Part of the ``scheduler.pipeline_check`` child; ZenML is imported lazily.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from scheduler.jobspec import OVERRIDE_FORMS, parse_override_key
 
 if TYPE_CHECKING:
     from zenml.pipelines.pipeline_definition import Pipeline
@@ -54,15 +57,38 @@ def trace_invocations(pipeline: Pipeline, arguments: Mapping[str, Any]) -> Pipel
     return traced
 
 
-def describe_steps(traced: Pipeline) -> dict[str, dict[str, list[str]]]:
-    """Inputs of each step invocation, and which of them the body already passes."""
-    return {
-        inv_id: {
-            "inputs": list(inv.step.entrypoint_definition.inputs),
-            "wired": [k for k in inv.step.entrypoint_definition.inputs if k in _wired(inv)],
+def json_schema_of(annotation: Any) -> dict[str, Any]:
+    """The JSON Schema of the values ``annotation`` accepts, as pydantic generates it.
+
+    ``{}`` (any JSON value) for a missing annotation, ``Any``, or a type pydantic cannot express
+    as JSON Schema (a DataFrame, an arbitrary class): the daemon then accepts any value for it.
+    """
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return {}
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(annotation).json_schema()
+    except Exception:  # schema generation fails in many ways for arbitrary user types
+        return {}
+
+
+def describe_steps(traced: Pipeline) -> dict[str, dict[str, Any]]:
+    """Per step invocation: its inputs, which of them the body already passes ("wired"), the JSON
+    Schema of each input ("schemas") and, for inputs passed straight from a pipeline parameter,
+    that parameter's name ("from_parameter")."""
+    described: dict[str, dict[str, Any]] = {}
+    for inv_id, inv in traced.invocations.items():
+        inputs = inv.step.entrypoint_definition.inputs
+        wired = _wired(inv)
+        sources = {key: _source_parameter(traced, key, value) for key, value in inv.parameters.items()}
+        described[inv_id] = {
+            "inputs": list(inputs),
+            "wired": [k for k in inputs if k in wired],
+            "schemas": {k: json_schema_of(p.annotation) for k, p in inputs.items()},
+            "from_parameter": {k: source for k, source in sources.items() if source is not None},
         }
-        for inv_id, inv in traced.invocations.items()
-    }
+    return described
 
 
 def _wired(invocation: StepInvocation) -> set[str]:
@@ -95,7 +121,11 @@ def _source_parameter(traced: Pipeline, key: str, value: Any) -> str | None:
     return None
 
 
-def _collision_message(traced: Pipeline, invocation: StepInvocation, key: str) -> str:
+def _collision_message(
+    traced: Pipeline, invocation: StepInvocation, key: str, fix: str = "set parameters.{source} instead"
+) -> str:
+    """Where the body's value for ``key`` comes from; ``fix`` (formatted with the source
+    parameter's name) is the advice when that is a pipeline parameter."""
     step = invocation.id
     if key in invocation.input_artifacts:
         upstream = invocation.input_artifacts[key]
@@ -115,7 +145,7 @@ def _collision_message(traced: Pipeline, invocation: StepInvocation, key: str) -
         return (
             f"the pipeline body already passes {key!r} to step {step!r} "
             f"(from pipeline parameter {source!r}), so ZenML rejects a different "
-            f"value at run time; set parameters.{source} instead"
+            f"value at run time; {fix.format(source=source)}"
         )
     return (
         f"the pipeline body already passes {key!r} to step {step!r} "
@@ -126,16 +156,11 @@ def _collision_message(traced: Pipeline, invocation: StepInvocation, key: str) -
 
 def check_steps(traced: Pipeline, steps: Mapping[str, Any], path: list[str]) -> Iterator[StepProblem]:
     """Check configured step parameters against the traced invocations."""
-    known = list(traced.invocations)
     for step_name, config in steps.items():
         step_path = [*path, step_name]
         invocation = traced.invocations.get(step_name)
         if invocation is None:
-            yield StepProblem(
-                step_path,
-                f"unknown step {step_name!r} in {traced.name}; its steps are: {', '.join(known) or '(none)'}",
-                kind="unknown",
-            )
+            yield StepProblem(step_path, _unknown_step(traced, step_name), kind="unknown")
             continue
         if not isinstance(config, Mapping):
             yield StepProblem(step_path, 'expected a mapping like {"parameters": {...}}', kind="invalid")
@@ -157,12 +182,7 @@ def _check_step_parameters(
     wired = _wired(invocation)
     for key, value in params.items():
         if key not in definition.inputs:
-            yield StepProblem(
-                [*path, key],
-                f"step {invocation.id!r} has no input {key!r}; "
-                f"its inputs are: {', '.join(definition.inputs) or '(none)'}",
-                kind="unknown",
-            )
+            yield StepProblem([*path, key], _unknown_input(invocation, key), kind="unknown")
         elif key in wired:
             yield StepProblem([*path, key], _collision_message(traced, invocation, key), kind="conflict")
         else:
@@ -176,3 +196,53 @@ def _check_step_parameters(
                     f"step input {key!r} of {invocation.id!r} expects {expected}, got {value!r}: {detail}",
                     kind="type",
                 )
+
+
+def _unknown_step(traced: Pipeline, step: str) -> str:
+    return f"unknown step {step!r} in {traced.name}; its steps are: {', '.join(traced.invocations) or '(none)'}"
+
+
+def _unknown_input(invocation: StepInvocation, key: str) -> str:
+    inputs = invocation.step.entrypoint_definition.inputs
+    return f"step {invocation.id!r} has no input {key!r}; its inputs are: {', '.join(inputs) or '(none)'}"
+
+
+def check_overridable(
+    entries: Sequence[Any],
+    parameters: Collection[str],
+    open_ended: bool,
+    pipeline_name: str,
+    traced: Pipeline | None,
+    path: list[Any],
+) -> Iterator[StepProblem]:
+    """Check a job's ``api.overridable`` entries (``path`` is that list) against its pipeline.
+
+    ``parameters.<name>`` must name one of ``parameters`` (any name when the entrypoint takes
+    ``**kwargs``: ``open_ended``); ``steps.<step>.parameters.<input>`` must name a traced step and
+    an input of it that the body leaves open, else ZenML would reject every override of it. Step
+    entries go unchecked when the body could not be traced (``traced`` is None).
+    """
+    for index, entry in enumerate(entries):
+        where = [*path, index]
+        parsed = parse_override_key(entry)
+        if parsed is None:
+            yield StepProblem(where, f"expected {OVERRIDE_FORMS}, got {entry!r}", kind="invalid")
+            continue
+        step, key = parsed
+        if step is None:
+            if key not in parameters and not open_ended:
+                accepted = ", ".join(parameters) or "(none)"
+                yield StepProblem(
+                    where, f"unknown parameter {key!r} for {pipeline_name}; accepted: {accepted}", "unknown"
+                )
+            continue
+        if traced is None:
+            continue
+        invocation = traced.invocations.get(step)
+        if invocation is None:
+            yield StepProblem(where, _unknown_step(traced, step), kind="unknown")
+        elif key not in invocation.step.entrypoint_definition.inputs:
+            yield StepProblem(where, _unknown_input(invocation, key), kind="unknown")
+        elif key in _wired(invocation):
+            fix = "list parameters.{source} in api.overridable instead"
+            yield StepProblem(where, _collision_message(traced, invocation, key, fix), kind="conflict")

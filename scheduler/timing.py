@@ -94,6 +94,10 @@ class Clock:
     def start(self) -> None:
         self.scheduler.start()
 
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop timing. Bounded: the timer thread is a daemon thread, so shutdown never waits on it
         longer than `timeout` (a stuck timer must not keep the daemon from exiting)."""

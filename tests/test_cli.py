@@ -11,14 +11,19 @@ import pytest
 from tests.harness import REPO, Project
 
 
-def test_importing_the_daemon_never_loads_zenml() -> None:
-    code = (
-        "import sys, scheduler.cli, scheduler.daemon, scheduler.preflight, scheduler.runner\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('zenml', 'pandas', 'sklearn', 'numpy'))\n"
-        "print(','.join(heavy))"
-    )
+def _loaded(imports: str, roots: tuple[str, ...]) -> str:
+    code = f"import sys, {imports}\nprint(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {roots!r})))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    assert result.stdout.strip() == ""
+    return result.stdout.strip()
+
+
+def test_importing_the_daemon_never_loads_zenml() -> None:
+    daemon = "scheduler.cli, scheduler.daemon, scheduler.preflight, scheduler.runner"
+    assert _loaded(daemon, ("zenml", "pandas", "sklearn", "numpy")) == ""
+    # The HTTP stack is imported only when the API is enabled.
+    assert _loaded(daemon, ("fastapi", "uvicorn", "starlette", "prometheus_client", "jsonschema")) == ""
+    api = "scheduler.api_app, scheduler.api_server, scheduler.services, scheduler.metrics, scheduler.overrides"
+    assert _loaded(api, ("zenml", "pandas", "sklearn", "numpy")) == ""
 
 
 @pytest.mark.slow

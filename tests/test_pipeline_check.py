@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from scheduler.config import load_config
+from scheduler.overrides import OverrideError, Overrides, resolve_overrides, tutorial_overrides
+from scheduler.preflight import run_pipeline_check
 from tests import zenml_env
 
 pytestmark = pytest.mark.slow
@@ -52,6 +55,19 @@ BROKEN_JOBS: dict[str, Any] = {
             "make_value": {"parameters": {"value": 4}},
             "scale": {"parameters": {"zzz": 1, "factor": "abc", "value": 1, "offset": 2}},
         },
+    },
+    "bad_overridable": {
+        "pipeline": TRAINING,
+        "overridable": [
+            "parameters.model_type",
+            "steps.preprocess.parameters.test_size",
+            "parameters.nope",
+            "steps.nostep.parameters.x",
+            "steps.preprocess.parameters.zzz",
+            "steps.load_data.parameters.data_url",
+            "steps.preprocess.parameters.df",
+            "model_type",
+        ],
     },
     "training_collisions": {
         "pipeline": TRAINING,
@@ -135,21 +151,44 @@ def test_clean_config_has_no_errors(check_project: Path, tmp_path: Path) -> None
     assert not config_dir.exists()
 
     training = response["pipelines"][TRAINING]
+    assert training["name"] == "training_pipeline"
+    string = {"type": "string"}
     assert training["parameters"] == {
-        "data_url": {"type": "str", "required": False, "default": "data/train.csv"},
-        "model_type": {"type": "str", "required": False, "default": "random_forest"},
+        "data_url": {"type": "str", "required": False, "default": "data/train.csv", "schema": string},
+        "model_type": {"type": "str", "required": False, "default": "random_forest", "schema": string},
     }
     assert list(training["steps"]) == ["load_data", "preprocess", "train_model", "evaluate"]
     assert training["steps"]["preprocess"] == {
         "inputs": ["df", "test_size", "random_state"],
         "wired": ["df"],
+        # A DataFrame has no JSON Schema: {} accepts anything (it is wired anyway).
+        "schemas": {"df": {}, "test_size": {"type": "number"}, "random_state": {"type": "integer"}},
+        "from_parameter": {},
     }
+    assert training["steps"]["load_data"]["from_parameter"] == {"data_url": "data_url"}
     assert training["steps"]["train_model"]["wired"] == ["X_train", "y_train", "model_type"]
+    assert training["steps"]["train_model"]["from_parameter"] == {"model_type": "model_type"}
+    assert training["steps"]["train_model"]["schemas"]["model_type"] == string
     step_param = response["pipelines"][STEP_PARAM]
-    assert step_param["parameters"]["value"] == {"type": "int", "required": True, "default": None}
+    assert step_param["parameters"]["value"] == {
+        "type": "int",
+        "required": True,
+        "default": None,
+        "schema": {"type": "integer"},
+    }
     assert step_param["steps"]["scale"] == {
         "inputs": ["value", "factor", "offset"],
         "wired": ["value", "offset"],
+        "schemas": {"value": {"type": "integer"}, "factor": {"type": "integer"}, "offset": {"type": "integer"}},
+        "from_parameter": {},  # offset=0 is a literal, value an artifact
+    }
+    assert step_param["steps"]["make_value"]["from_parameter"] == {"value": "value"}
+    tiny = response["pipelines"][TINY]["parameters"]
+    assert {name: p["schema"] for name, p in tiny.items()} == {
+        "label": string,
+        "marker_dir": string,
+        "sleep_s": {"type": "number"},
+        "fail": {"type": "boolean"},
     }
 
 
@@ -301,6 +340,81 @@ def test_all_errors_are_collected_with_their_kind(broken: tuple[dict[str, Any], 
         (*training, "load_data", "parameters", "data_url"): "conflict",
         (*training, "train_model", "parameters", "model_type"): "conflict",
         (*training, "preprocess", "parameters", "test_size"): "type",
+        **{
+            ("jobs", "bad_overridable", "api", "overridable", index): kind
+            for index, kind in [(2, "unknown"), (3, "unknown"), (4, "unknown"), (5, "conflict"), (6, "conflict")]
+        },
+        ("jobs", "bad_overridable", "api", "overridable", 7): "invalid",
     }
     found = [(tuple(e["path"]), e["kind"]) for e in broken[0]["errors"]]
     assert sorted(found) == sorted(expected.items())
+
+
+def test_bad_overridable_entries(broken: tuple[dict[str, Any], Path]) -> None:
+    response = broken[0]
+    at = ("jobs", "bad_overridable", "api", "overridable")
+    assert errors_at(response, *at, 0) == errors_at(response, *at, 1) == []
+    assert (
+        only_error_at(response, *at, 2)
+        == "unknown parameter 'nope' for training_pipeline; accepted: data_url, model_type"
+    )
+    assert only_error_at(response, *at, 3) == (
+        "unknown step 'nostep' in training_pipeline; its steps are: load_data, preprocess, train_model, evaluate"
+    )
+    assert "has no input 'zzz'; its inputs are: df, test_size, random_state" in only_error_at(response, *at, 4)
+    data_url = only_error_at(response, *at, 5)
+    assert "(from pipeline parameter 'data_url')" in data_url
+    assert data_url.endswith("list parameters.data_url in api.overridable instead")
+    df = only_error_at(response, *at, 6)
+    assert "from the output 'output' of step 'load_data'" in df
+    assert "parameters." not in df
+    assert "expected 'parameters.<name>'" in only_error_at(response, *at, 7)
+
+
+OVERRIDABLE_CONFIG = f"""\
+version: 1
+jobs:
+  good:
+    pipeline: {TRAINING}
+    every: 1h
+    api:
+      overridable: [parameters.model_type, parameters.data_url, steps.preprocess.parameters.test_size]
+  bad:
+    pipeline: {TRAINING}
+    every: 1h
+    api:
+      overridable:
+        - parameters.model_type
+        - steps.load_data.parameters.data_url
+"""
+
+
+def test_preflight_positions_overridable_errors_and_returns_descriptions(check_project: Path, tmp_path: Path) -> None:
+    path = check_project / "overridable.yaml"
+    path.write_text(OVERRIDABLE_CONFIG, encoding="utf-8")
+    config = load_config(path)
+    env = zenml_env.child_env(check_project, tmp_path / "untouched-zenml-config")
+    result = run_pipeline_check(config, zenml_env.PYTHON, env)
+
+    assert [f"{p.line}:{p.column}" for p in result.problems] == ["14:11"]
+    assert str(result.problems[0]).startswith(f"{path}:14:11: the pipeline body already passes 'data_url'")
+    description = result.pipelines[TRAINING]
+    assert description["name"] == "training_pipeline"
+    assert description["steps"]["load_data"]["from_parameter"] == {"data_url": "data_url"}
+
+    # The real description drives the daemon-side checks.
+    good = config.jobs["good"]
+    body = {
+        "parameters": {"model_type": "gradient_boosting"},
+        "steps": {"preprocess": {"parameters": {"test_size": 0.3}}},
+    }
+    assert resolve_overrides(good, description, body) == Overrides(
+        {"model_type": "gradient_boosting"}, {"preprocess": {"test_size": 0.3}}
+    )
+    with pytest.raises(OverrideError) as info:
+        resolve_overrides(good, description, {"steps": {"preprocess": {"parameters": {"test_size": "big"}}}})
+    assert [p.msg for p in info.value.problems] == [
+        "steps.preprocess.parameters.test_size: expected number, got 'big' (str)"
+    ]
+    tutorial = {"load_data": {"parameters": {"data_url": "data/other.csv"}}}
+    assert tutorial_overrides(good, description, tutorial) == Overrides({"data_url": "data/other.csv"})

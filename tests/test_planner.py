@@ -243,11 +243,18 @@ def test_policy_of_reads_the_job(tmp_path: Path) -> None:
     assert run_limit(policy) == 3 and run_limit(Policy()) == 1 and run_limit(Policy(concurrency="allow")) is None
 
 
-def test_startable_is_fifo_within_limits() -> None:
+def test_startable_takes_turns_across_jobs_and_is_fifo_within_a_job() -> None:
     waiting = [(1, "a"), (2, "a"), (3, "b"), (4, "c"), (5, "b")]
     assert startable(waiting, {}, {"a": 1, "b": 1, "c": 1}, free=10) == [1, 3, 4]
     assert startable(waiting, {"b": 1}, {"a": 1, "b": 1, "c": 1}, free=10) == [1, 4]
-    assert startable(waiting, {}, {"a": None, "b": 2, "c": 1}, free=3) == [1, 2, 3]
+    assert startable(waiting, {}, {"a": None, "b": 2, "c": 1}, free=3) == [1, 3, 4]
+    assert startable(waiting, {}, {"a": None, "b": 2, "c": 1}, free=10) == [1, 3, 4, 2, 5]
+    assert startable(waiting, {}, {"a": None}, free=0) == []
+
+
+def test_a_long_queue_does_not_hold_back_another_jobs_run() -> None:
+    burst = [(n, "api-job") for n in range(1, 1001)]
+    assert startable([*burst, (1001, "tick")], {}, {"api-job": None, "tick": 1}, free=2) == [1, 1001]
 
 
 def file_request(preskip: tuple[str, str] | None = None) -> FireRequest:

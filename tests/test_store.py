@@ -286,3 +286,17 @@ def test_lease_of_a_dead_local_process_is_free(db_url: str) -> None:
     dead.pid = 2**22 + 12345  # beyond pid_max on Linux: certainly not alive
     dead.acquire(NOW)
     Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW + timedelta(seconds=1))
+
+
+def test_a_long_queue_of_one_job_does_not_hide_other_jobs_runs(db_url: str) -> None:
+    store = open_store(db_url)
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    row = {"attempt": 1, "trigger": "manual", "status": "queued", "created_at": now, "source": "api:ci"}
+    with store.write() as conn:
+        conn.execute(insert(runs), [{**row, "run_key": f"burst@api:{n}", "job": "burst"} for n in range(1500)])
+        conn.execute(insert(runs), [{**row, "run_key": "tick@slot", "job": "tick"}])
+        conn.execute(insert(runs), [{**row, "run_key": "later@slot", "job": "later", "not_before": now + timedelta(1)}])
+    with store.read() as conn:
+        waiting = ledger.queued_runs(conn, now, 1000, per_job=2)
+    assert [r.run_key for r in waiting] == ["burst@api:0", "burst@api:1", "tick@slot"]
+    store.close()
