@@ -1,10 +1,9 @@
 """What the HTTP API may do to the daemon: a narrow handle over its state database and config.
 
-The API threads write a trigger's run row themselves, through the same `ledger.fire` the main
-loop uses, in their own write transaction: the database serialises them with the main loop,
-the run key's unique constraint makes an Idempotency-Key retry find the first run, and the
-caller gets its run record back at once. What only the main loop may do (wake the launcher,
-stop a replaced run) is handed to it through its inbox.
+Triggers are recorded by `api_triggers.TriggerRecorder` through the same `ledger.fire` the main
+loop uses, so the caller gets its run record back at once; what only the main loop may do (wake
+the launcher, stop a replaced run) is handed to it through its inbox. Reads go straight to the
+database. The API's own audit events are written in batches by `AuditWriter`.
 """
 
 from __future__ import annotations

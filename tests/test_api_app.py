@@ -1,0 +1,75 @@
+"""The API application in process, over a real SQLite state database: readiness and refusals
+that a real daemon rarely shows (a stopping scheduler, an unreachable database)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from scheduler import audit
+from scheduler.api_app import build_app
+from scheduler.api_backend import ApiBackend
+from scheduler.api_keys import KeyRing, StoredKey, hash_key
+from scheduler.config import load_config
+from scheduler.ledger import FireResult
+from scheduler.metrics import Metrics
+from scheduler.ratelimit import RateLimiter
+from scheduler.store import open_store
+
+KEY = "zsk_test-key"
+
+
+def client(tmp_path: Path, health: dict[str, bool]) -> tuple[TestClient, ApiBackend, list[FireResult]]:
+    path = tmp_path / "schedules.yaml"
+    path.write_text("version: 1\njobs:\n  j:\n    pipeline: a.b:c\n    every: 1h\n")
+    config = load_config(path)
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    handed: list[FireResult] = []
+    backend = ApiBackend(store, lambda: config, timedelta(minutes=10), handed.append, lambda: health)
+    keys = KeyRing([StoredKey(name="ci", scopes=("trigger",), hash=hash_key(KEY))], None)
+    app = build_app(backend, keys, RateLimiter(0, 1), Metrics(backend.run_counts), max_body=2048)
+    return TestClient(app), backend, handed
+
+
+def test_readyz_is_503_while_the_scheduler_is_not_running_and_triggers_are_refused(tmp_path: Path) -> None:
+    health = {"scheduler": True, "config": True}
+    http, backend, handed = client(tmp_path, health)
+    backend.recorder.start()
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "checks": {**health, "database": True}}
+    accepted = http.post("/v1/jobs/j/runs", headers={"X-API-Key": KEY})
+    assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
+    assert handed and handed[0].queued == [accepted.json()["id"]]  # the main loop is told to launch it
+    health["scheduler"] = False  # the daemon is stopping
+    assert http.get("/readyz").status_code == 503
+    refused = http.post("/v1/jobs/j/runs", headers={"X-API-Key": KEY})
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    backend.recorder.stop()
+
+
+def test_readyz_reports_an_unreachable_database(tmp_path: Path) -> None:
+    http, backend, _ = client(tmp_path, {"scheduler": True, "config": True})
+    (tmp_path / "state.db").unlink()
+    (tmp_path / "state.db").mkdir()  # the database file is gone and cannot be recreated
+    backend.store.engine.dispose()
+    response = http.get("/readyz")
+    assert response.status_code == 503 and response.json()["checks"]["database"] is False
+    assert http.get("/healthz").status_code == 200  # alive, though not ready
+
+
+def test_the_api_audit_writer_records_refused_requests_with_their_reason(tmp_path: Path) -> None:
+    http, backend, _ = client(tmp_path, {"scheduler": True, "config": True})
+    assert http.post("/v1/jobs/j/runs", headers={"X-API-Key": "zsk_wrong"}).status_code == 401
+    assert http.post("/v1/jobs/j/runs", headers={"X-API-Key": KEY}, content=b"x" * 4000).status_code == 413
+    assert http.get("/v1/runs", params={"limit": 0}, headers={"X-API-Key": KEY}).status_code == 422
+    backend.audit.flush()
+    with backend.store.read() as conn:
+        events = [e for e in audit.query(conn) if e["event"] == "api-request"]
+    assert [(e["source"], e["details"]["status"]) for e in events] == [
+        ("api:anonymous", 401), ("api:anonymous", 413), ("api:ci", 422)
+    ]  # fmt: skip
+    assert events[0]["details"]["reason"] == "unknown API key"
+    assert "larger than 2048 bytes" in events[1]["details"]["reason"]
+    assert "limit" in events[2]["details"]["reason"]
