@@ -292,8 +292,7 @@ class Daemon:
         self._after_fire(ledger.fire(conn, batch, self.config, now, self.grace))  # type: ignore[arg-type]
 
     def _after_fire(self, result: FireResult) -> None:
-        if result.queued:
-            self.launcher.wake()
+        self.launcher.wake_for(result.queued_jobs, self.run_limits)
         for run_id in result.replaced:
             self.runner.stop(run_id, "replaced by a newer run (concurrency: replace)")
         for name in result.exhausted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,15 @@ class Launcher:
         """Something may have been queued or a slot freed: look at the queue on the next call."""
         self._maybe_queued = True
 
+    def wake_for(self, jobs: Iterable[str], run_limits: dict[str, int | None]) -> None:
+        """Runs of `jobs` were queued: look at the queue, unless every one of them is at its limit
+        (a burst of API triggers for a busy job then costs the main loop nothing)."""
+        if any(not self._full(job, run_limits.get(job, 1)) for job in jobs):
+            self._maybe_queued = True
+
+    def _full(self, job: str, limit: int | None) -> bool:
+        return limit is not None and self.runner.running(job) >= limit
+
     def start_queued(self, now: datetime, config: Config, run_limits: dict[str, int | None]) -> None:
         """Start the oldest queued runs that fit; without a wake-up, look only every 0.5 s
         (retry back-off and jitter expire with time alone)."""
@@ -39,13 +49,16 @@ class Launcher:
             return
         self._maybe_queued = False
         self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
+        full = [job for job, limit in run_limits.items() if self._full(job, limit)]
         with self.store.read() as conn:
-            waiting = ledger.queued_runs(conn, now, 1000, per_job=free)
+            waiting = ledger.queued_runs(conn, now, 1000, per_job=free, skip_jobs=full)
         if not waiting:
             return
         running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
         by_id = {run.id: run for run in waiting}
         chosen = startable([(run.id, run.job) for run in waiting], running, run_limits, free)
+        if not chosen:
+            return
         if len(chosen) > MAX_LAUNCHES_PER_PASS:
             # The rest waits for the next pass, so that due slots are not held up behind a long
             # row of launches (a burst of API triggers).

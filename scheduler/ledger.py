@@ -60,6 +60,7 @@ class FireResult:
     duplicates: int
     replaced: list[int] = field(default_factory=list)  # running runs to stop (concurrency: replace)
     exhausted: set[str] = field(default_factory=set)  # jobs that reached max_runs
+    queued_jobs: set[str] = field(default_factory=set)  # the jobs of the queued runs
 
 
 def _job_states(conn: Connection, names: set[str], config: Config) -> dict[str, JobState]:
@@ -141,6 +142,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
     ids = _insert_ignoring_duplicates(conn, rows)
     cancelled_queued = _end_replaced(conn, replaced, now)
     events, queued, skipped, duplicates = [], [], 0, 0
+    queued_jobs: set[str] = set()
     for request, decision, spec in decided:
         base = {"job": request.job, "run_key": request.run_key, "config_revision": config.revision}
         slot = {
@@ -156,6 +158,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             )
         elif isinstance(decision, Launch):
             queued.append(run_id)
+            queued_jobs.add(request.job)
             details = {**slot, "run_id": run_id, "launch": spec}
             if request.files:
                 details["files"] = list(request.files)
@@ -183,7 +186,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
         ):
             exhausted.add(request.job)
     running_replaced = [run_id for run_id in replaced if run_id not in cancelled_queued]
-    return FireResult(queued, skipped, duplicates, running_replaced, exhausted)
+    return FireResult(queued, skipped, duplicates, running_replaced, exhausted, queued_jobs)
 
 
 def _end_replaced(conn: Connection, run_ids: list[int], now: datetime) -> set[int]:
@@ -301,12 +304,16 @@ def add_request(
     append(conn, now, [Event("manual-trigger", source, job, run_key, revision, {"parameters": parameters})])
 
 
-def queued_runs(conn: Connection, now: datetime, limit: int, per_job: int) -> list[Any]:
+def queued_runs(conn: Connection, now: datetime, limit: int, per_job: int, skip_jobs: Iterable[str] = ()) -> list[Any]:
     """Queued runs whose jitter or retry back-off has passed, oldest first, at most `per_job` of
-    each job: a job with thousands queued (an API burst) does not hide other jobs' runs."""
+    each job, none of `skip_jobs` (jobs at their limit): a job with thousands queued (an API
+    burst) does not hide other jobs' runs, nor cost a scan of its queue while it cannot start more."""
     due = or_(runs.c.not_before.is_(None), runs.c.not_before <= now)
     place = func.row_number().over(partition_by=runs.c.job, order_by=runs.c.id).label("place")
-    ranked = select(runs.c.id, place).where(runs.c.status == "queued", due).subquery()
+    waiting = [runs.c.status == "queued", due]
+    if skip_jobs:
+        waiting.append(runs.c.job.not_in(list(skip_jobs)))
+    ranked = select(runs.c.id, place).where(*waiting).subquery()
     chosen = select(ranked.c.id).where(ranked.c.place <= per_job)
     return conn.execute(select(runs).where(runs.c.id.in_(chosen)).order_by(runs.c.id).limit(limit)).all()
 

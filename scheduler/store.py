@@ -143,6 +143,9 @@ runs = Table(
     UniqueConstraint("run_key", "attempt", name="uq_runs_run_key_attempt"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_job_id", "job", "id"),
+    # schema 4: a job's active runs are counted for every fire; a backlog of thousands queued
+    # (an API burst) must not make each count scan them
+    Index("ix_runs_job_status_id", "job", "status", "id"),
 )
 
 requests = Table(
@@ -219,7 +222,12 @@ def _v3_watched_files(conn: Connection) -> None:
     watched_files.create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies, _v3_watched_files]
+def _v4_runs_job_status_index(conn: Connection) -> None:
+    """Count and pick a job's queued runs from an index (the HTTP API's bursts)."""
+    next(index for index in runs.indexes if index.name == "ix_runs_job_status_id").create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies, _v3_watched_files, _v4_runs_job_status_index]
 
 
 def schema_version() -> int:
