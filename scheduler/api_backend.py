@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from scheduler import ledger
+from scheduler import inbox
 from scheduler.api_triggers import Triggered, TriggerRecorder
 from scheduler.audit import Event, append
 from scheduler.config import Config, Job
@@ -172,7 +172,7 @@ class ApiBackend:
 
     def set_paused(self, name: str, paused: bool, source: str, reason: str | None) -> dict[str, Any] | None:
         with self.store.write() as conn:
-            if not ledger.set_paused(conn, name, paused, source, self.now(), reason):
+            if not inbox.set_paused(conn, name, paused, source, self.now(), reason):
                 return None
         return self.job(name)
 

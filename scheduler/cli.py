@@ -22,7 +22,7 @@ import click
 import yaml
 from sqlalchemy import select
 
-from scheduler import ledger
+from scheduler import inbox
 from scheduler.config import Config, Job, load_config
 from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
 from scheduler.lease import current_holder
@@ -244,7 +244,7 @@ def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, n
     now = _now()
     run_key = manual_run_key(job, now, uuid.uuid4().hex[:8])
     with store.write() as conn:
-        ledger.add_request(conn, job, run_key, overrides, _source(), now, config.revision)
+        inbox.add_request(conn, job, run_key, overrides, _source(), now, config.revision)
     if not as_json:
         click.echo(f"requested {run_key}")
     if not wait:
@@ -273,7 +273,7 @@ def _set_paused(settings: Settings, job: str, paused: bool) -> None:
     config = load_config(settings.config)
     _job_or_fail(config, job)
     with _store(settings).write() as conn:
-        if not ledger.set_paused(conn, job, paused, _source(), _now()):
+        if not inbox.set_paused(conn, job, paused, _source(), _now()):
             raise NotFoundError(f"job {job!r} is not in the state database yet; start the daemon once first")
     click.echo(f"{job}: {'paused' if paused else 'resumed'}")
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from scheduler import ledger
+from scheduler import inbox
 from scheduler.catalog import stored_specs
 from scheduler.config import Config, Job
 from scheduler.errors import DaemonNotRunningError
@@ -115,5 +115,5 @@ def register(
                 f"no zenml-scheduler daemon is running on {masked_url(settings.resolved_db_url)}"
             )
         with store.write() as conn:
-            ledger.request_reload(conn, source(), now)
+            inbox.request_reload(conn, source(), now)
         click.echo("reload requested; `zenml-scheduler audit` shows whether it was applied or rejected")

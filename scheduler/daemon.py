@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from scheduler import ledger
+from scheduler import inbox, ledger
 from scheduler.arrivals import Dispatch
 from scheduler.catalog import apply_config, catch_up_requests, record_rejected_config, refresh_next_fire
 from scheduler.config import Config
@@ -164,7 +164,7 @@ class Daemon:
             with self.store.write() as conn:
                 batch: list[FireRequest] = []
                 if poll_requests:
-                    asked = ledger.take_requests(conn)
+                    asked = inbox.take_requests(conn)
                     if asked.reload:
                         self.reload_requested = "zenml-scheduler reload"
                     for job in asked.resumed:

@@ -7,13 +7,12 @@ audit events that explain it commit together or not at all.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.audit import Event, append
@@ -28,7 +27,7 @@ from scheduler.planner import (
     decide,
     policy_of,
 )
-from scheduler.store import jobs, requests, runs
+from scheduler.store import jobs, runs
 
 DAEMON = "daemon"
 
@@ -264,46 +263,6 @@ def _next_fire(config: Config, name: str, after: datetime) -> datetime | None:
     return job.trigger.next_after(after) if job is not None else None
 
 
-@dataclass(frozen=True)
-class Requests:
-    runs: list[FireRequest]
-    resumed: list[str]  # jobs resumed since: their missed slots are due for catch-up
-    reload: bool = False
-
-
-def take_requests(conn: Connection, limit: int = 1000) -> Requests:
-    """Claim what other processes (the CLI, later the API) asked the daemon to do."""
-    rows = conn.execute(
-        select(requests).where(requests.c.handled_at.is_(None)).order_by(requests.c.id).limit(limit)
-    ).all()
-    if not rows:
-        return Requests([], [])
-    conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=func.now()))
-    runs_asked = [
-        FireRequest(r.job, "manual", r.run_key, r.source, parameters=json.loads(r.parameters_json or "{}"))
-        for r in rows
-        if r.kind == "run"
-    ]
-    return Requests(runs_asked, [r.job for r in rows if r.kind == "resume"], any(r.kind == "reload" for r in rows))
-
-
-def add_request(
-    conn: Connection,
-    job: str,
-    run_key: str,
-    parameters: dict[str, Any],
-    source: str,
-    now: datetime,
-    revision: str | None,
-) -> None:
-    conn.execute(
-        insert(requests).values(
-            kind="run", job=job, run_key=run_key, parameters_json=json.dumps(parameters), source=source, created_at=now
-        )
-    )
-    append(conn, now, [Event("manual-trigger", source, job, run_key, revision, {"parameters": parameters})])
-
-
 def queued_runs(conn: Connection, now: datetime, limit: int, per_job: int, skip_jobs: Iterable[str] = ()) -> list[Any]:
     """Queued runs whose jitter or retry back-off has passed, oldest first, at most `per_job` of
     each job, none of `skip_jobs` (jobs at their limit): a job with thousands queued (an API
@@ -350,28 +309,6 @@ def runs_in(conn: Connection, statuses: tuple[str, ...]) -> list[Any]:
     return conn.execute(select(runs).where(runs.c.status.in_(statuses)).order_by(runs.c.id)).all()
 
 
-def set_paused(conn: Connection, job: str, paused: bool, source: str, now: datetime, reason: str | None = None) -> bool:
-    """Pause or resume; returns False when the job is unknown. Audited either way it changes."""
-    row = conn.execute(select(jobs.c.paused).where(and_(jobs.c.name == job, jobs.c.removed_at.is_(None)))).first()
-    if row is None:
-        return False
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.name == job)
-        .values(paused=paused, paused_reason=reason if paused else None, updated_at=now)
-    )
-    append(
-        conn,
-        now,
-        [Event("pause" if paused else "resume", source, job, details={"was_paused": row.paused, "reason": reason})],
-    )
-    if row.paused and not paused:  # tell the daemon, which catches up the slots missed meanwhile
-        nonce = uuid.uuid4().hex[:8]
-        conn.execute(insert(requests).values(kind="resume", job=job, run_key=f"{job}@resume:{now.isoformat()}#{nonce}",
-                                             source=source, created_at=now))  # fmt: skip
-    return True
-
-
 def set_pid(
     conn: Connection, run: Any, pid: int, pid_start: str | None, run_name: str, log_path: str, now: datetime
 ) -> None:
@@ -412,10 +349,3 @@ def record_repair(conn: Connection, run_id: int, report: dict[str, Any] | None, 
     run = conn.execute(select(runs.c.job, runs.c.run_key, runs.c.config_revision).where(runs.c.id == run_id)).one()
     details = {"run_id": run_id, **(report or {"error": "the repair process gave no report"})}
     append(conn, now, [Event("zenml-run-reconciled", DAEMON, run.job, run.run_key, run.config_revision, details)])
-
-
-def request_reload(conn: Connection, source: str, now: datetime) -> None:
-    """Ask the running daemon to reload its config (it validates first, like on a file change)."""
-    key = f"*@reload:{now.isoformat()}#{uuid.uuid4().hex[:8]}"
-    conn.execute(insert(requests).values(kind="reload", job="*", run_key=key, source=source, created_at=now))
-    append(conn, now, [Event("reload-requested", source)])

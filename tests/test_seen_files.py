@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from scheduler import ledger
+from scheduler import inbox
 from scheduler.arrivals import Dispatch, FileSeen, file_run_key
 from scheduler.catalog import apply_config
 from scheduler.config import Config, load_config
@@ -99,7 +99,7 @@ def test_retrigger_runs_new_content_only(setup) -> None:
 def test_files_of_a_paused_job_are_held_not_recorded(setup) -> None:
     store, config = setup
     with store.write() as conn:
-        ledger.set_paused(conn, "each", True, "test", NOW)
+        inbox.set_paused(conn, "each", True, "test", NOW)
     done = fire(store, config, Dispatch("each", (seen("a.csv"),)))
     assert [d.job for d in done.held] == ["each"] and done.fired.queued == []
     assert run_rows(store) == []

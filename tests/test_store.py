@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, insert, select, text, update
 
-from scheduler import audit, ledger
+from scheduler import audit, inbox, ledger
 from scheduler.catalog import apply_config, catch_up_requests
 from scheduler.config import load_config
 from scheduler.errors import LeaseHeldError, SchemaTooNewError, StateError
@@ -142,7 +142,7 @@ def test_paused_slot_is_audited_and_left_for_catch_up_on_resume(db_url: str, con
     start = NOW - timedelta(hours=1)
     with store.write() as conn:
         apply_config(conn, config, start, "test")
-        assert ledger.set_paused(conn, "a", True, "test", start)
+        assert inbox.set_paused(conn, "a", True, "test", start)
         slot = NOW - timedelta(minutes=2)
         result = ledger.fire(
             conn, [FireRequest("a", "schedule", slot_run_key("a", slot), "test", slot)], config, NOW, GRACE
@@ -155,10 +155,10 @@ def test_paused_slot_is_audited_and_left_for_catch_up_on_resume(db_url: str, con
         assert job.last_slot == start  # the watermark waits for the resume
         skip = next(e for e in audit.query(conn, "a") if e["event"] == "skip")
         assert skip["details"]["code"] == "paused"
-        assert not ledger.set_paused(conn, "nope", True, "test", NOW)
+        assert not inbox.set_paused(conn, "nope", True, "test", NOW)
     with store.write() as conn:
-        assert ledger.set_paused(conn, "a", False, "test", NOW)
-        asked = ledger.take_requests(conn)
+        assert inbox.set_paused(conn, "a", False, "test", NOW)
+        asked = inbox.take_requests(conn)
         assert asked.resumed == ["a"] and asked.runs == []
         caught = catch_up_requests(conn, config, NOW, GRACE, only="a")
     # catchup: latest - the newest slot missed while paused (inside the grace window) runs once
@@ -169,7 +169,7 @@ def test_reconcile_applies_only_the_diff(db_url: str, tmp_path: Path, config) ->
     store = open_store(db_url)
     with store.write() as conn:
         first = apply_config(conn, config, NOW, "test")
-        ledger.set_paused(conn, "b", True, "test", NOW)
+        inbox.set_paused(conn, "b", True, "test", NOW)
     assert first.added == ["a", "b"]
     changed = tmp_path / "changed.yaml"
     changed.write_text(
