@@ -58,7 +58,6 @@ records the step invocations in memory and never opens a store connection.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -76,149 +75,17 @@ from scheduler.pipeline_loading import (
     prepare_import_path,
     split_ref,
 )
-from scheduler.step_wiring import (
-    annotation_text,
-    check_overridable,
-    check_steps,
-    describe_steps,
-    json_schema_of,
-    trace_invocations,
+from scheduler.pipeline_parameters import (
+    Errors,
+    Path_,
+    accepts_any_keyword,
+    check_pipeline_parameters,
+    describe_parameters,
 )
+from scheduler.step_wiring import check_overridable, check_steps, describe_steps, trace_invocations
 
 if TYPE_CHECKING:
     from zenml.pipelines.pipeline_definition import Pipeline
-
-Path_ = list[str]
-
-
-# --------------------------------------------------------------------------
-# Describing and validating pipeline parameters
-# --------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        pass
-    try:
-        from pydantic_core import to_jsonable_python
-
-        return to_jsonable_python(value)
-    except Exception:
-        return None
-
-
-def describe_parameters(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """Name, annotation, requiredness, default and JSON Schema of each entrypoint parameter."""
-    from zenml.steps.utils import get_resolved_signature
-
-    described: dict[str, dict[str, Any]] = {}
-    for name, param in get_resolved_signature(pipeline.entrypoint).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        required = param.default is inspect.Parameter.empty
-        described[name] = {
-            "type": annotation_text(param.annotation),
-            "required": required,
-            "default": None if required else _jsonable(param.default),
-            "schema": json_schema_of(param.annotation),
-        }
-    return described
-
-
-def _accepts_any_keyword(pipeline: Pipeline) -> bool:
-    signature = inspect.signature(pipeline.entrypoint, follow_wrapped=True)
-    return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-
-
-class _Errors:
-    """Collects errors; every check reports and carries on."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def add(self, path: Path_, message: str, kind: str) -> None:
-        self.items.append({"path": list(path), "message": message, "kind": kind})
-
-
-def _fresh_copy(value: Any) -> Any:
-    """A JSON round-trip copy, so identity tells a passed-through parameter apart.
-
-    Defaults are code constants that CPython may share with equal literals in
-    the pipeline body; fresh objects make ``is`` a reliable wiring test.
-    """
-    try:
-        copied = json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        return value
-    return copied if copied == value and type(copied) is type(value) else value
-
-
-def check_pipeline_parameters(
-    pipeline: Pipeline,
-    given: Mapping[str, Any],
-    path: Path_,
-    errors: _Errors,
-) -> dict[str, Any] | None:
-    """Validate job parameters the way ``Pipeline.prepare`` will.
-
-    Returns:
-        Arguments usable for tracing the pipeline body (invalid ones dropped,
-        defaults filled in), or None when a required parameter is missing.
-    """
-    from pydantic import ConfigDict, ValidationError
-    from zenml.utils import pydantic_utils
-
-    described = describe_parameters(pipeline)
-    accepted = ", ".join(described) or "(none)"
-    open_ended = _accepts_any_keyword(pipeline)
-    usable: dict[str, Any] = {}
-    for name, value in given.items():
-        if name in described or open_ended:
-            usable[name] = value
-        else:
-            errors.add(
-                [*path, name],
-                f"unknown parameter {name!r} for {pipeline.name}; accepted: {accepted}",
-                kind="unknown",
-            )
-
-    missing = [n for n, d in described.items() if d["required"] and n not in usable]
-    if missing:
-        errors.add(
-            path,
-            f"missing required parameter(s) {', '.join(map(repr, missing))} for {pipeline.name}",
-            kind="missing",
-        )
-
-    try:
-        # Same call and config ZenML uses in Pipeline._validate_entrypoint_args.
-        pydantic_utils.validate_function_args(pipeline.entrypoint, ConfigDict(arbitrary_types_allowed=False), **usable)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = err.get("loc") or ()
-            if err.get("type", "").startswith("missing") or not loc:
-                continue
-            name = str(loc[0])
-            if name not in usable:
-                continue
-            expected = described.get(name, {}).get("type", "Any")
-            errors.add(
-                [*path, name],
-                f"parameter {name!r} expects {expected}, got {usable[name]!r}: {err['msg']}",
-                kind="type",
-            )
-            usable.pop(name)
-    if missing:
-        return None
-
-    signature = inspect.signature(pipeline.entrypoint, follow_wrapped=True)
-    for name, param in signature.parameters.items():
-        if name not in usable and param.default is not inspect.Parameter.empty:
-            usable[name] = param.default
-    return {k: _fresh_copy(v) for k, v in usable.items()}
 
 
 # --------------------------------------------------------------------------
@@ -231,7 +98,7 @@ class _Checker:
 
     def __init__(self, project_root: str) -> None:
         self.project_root = project_root
-        self.errors = _Errors()
+        self.errors = Errors()
         self.pipelines: dict[str, dict[str, Any]] = {}
         self._modules: dict[str, ModuleType | PipelineRefError] = {}
         self._resolved: dict[str, Pipeline | PipelineRefError] = {}
@@ -291,7 +158,7 @@ class _Checker:
             self.errors.add([*path, "api", "overridable"], "expected a list of strings", kind="invalid")
             return
         parameters = self.pipelines[ref]["parameters"]
-        open_ended = _accepts_any_keyword(pipeline)
+        open_ended = accepts_any_keyword(pipeline)
         where = [*path, "api", "overridable"]
         for problem in check_overridable(overridable, parameters, open_ended, pipeline.name, traced, where):
             self.errors.add(problem.path, problem.message, kind=problem.kind)
@@ -300,7 +167,8 @@ class _Checker:
         self, path: Path_, ref: str, pipeline: Pipeline, params: Mapping[str, Any], steps: Mapping[str, Any] | None
     ) -> Pipeline | None:
         """Check the job's parameters and steps; return the traced body, None if it cannot be traced."""
-        arguments = check_pipeline_parameters(pipeline, params, [*path, "parameters"], self.errors)
+        described = self.pipelines[ref]["parameters"]
+        arguments = check_pipeline_parameters(pipeline, described, params, [*path, "parameters"], self.errors)
         if arguments is None or pipeline.is_dynamic:
             # Without all required values (or for dynamic pipelines, whose steps
             # only exist at run time) the body cannot be traced.
