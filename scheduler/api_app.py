@@ -163,8 +163,7 @@ def build_app(backend: ApiBackend, keys: KeyRing, limiter: RateLimiter, metrics:
             refuse(request, 422, f"{job} is a watch job: its parameters {', '.join(missing)} are filled from "
                                  "arriving files; set them to start it by hand")  # fmt: skip
         try:
-            done = backend.trigger(job, overrides, idempotency_key,
-                                   f"api:{key}")  # fmt: skip
+            done = backend.trigger(job, overrides, idempotency_key, f"api:{key}")
         except IdempotencyConflict as exc:
             refuse(request, 409, str(exc))
         request.state.run_key = done.record["run_key"]

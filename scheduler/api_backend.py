@@ -105,8 +105,6 @@ class ApiBackend:
     ) -> None:
         self.store = store
         self.config = config
-        self.grace = grace
-        self.hand_over = hand_over
         self.health = health
         self.now = now
         self.audit = AuditWriter(store, now)

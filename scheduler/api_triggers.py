@@ -27,7 +27,7 @@ from scheduler.config import Config, Job
 from scheduler.ledger import FireResult, launch_spec
 from scheduler.overrides import Overrides
 from scheduler.planner import FireRequest
-from scheduler.run_records import run_record
+from scheduler.run_records import latest_attempts, run_record
 from scheduler.store import Store, runs
 
 log = logging.getLogger("zenml_scheduler.api")
@@ -129,7 +129,7 @@ class TriggerRecorder:
                     for p in fresh.values()
                 ]  # fmt: skip
                 result = ledger.fire(conn, requests, config, now, self.grace) if requests else None
-                latest = _latest_attempts(conn, keys)
+                latest = latest_attempts(conn, keys)
         except Exception as exc:  # the database is away: every waiting request gets the error
             log.exception("recording %d API trigger(s) failed", len(batch))
             for pending in batch:
@@ -154,13 +154,6 @@ class TriggerRecorder:
                     )
                     continue
             pending.done.set_result(Triggered(run_record(row), replayed=not first_seen))
-
-
-def _latest_attempts(conn: Any, keys: list[str]) -> dict[str, Any]:
-    latest: dict[str, Any] = {}
-    for row in conn.execute(select(runs).where(runs.c.run_key.in_(keys)).order_by(runs.c.attempt)):
-        latest[row.run_key] = row
-    return latest
 
 
 def _same_inputs(stored: dict[str, Any], job: Job | None, overrides: Overrides) -> bool:

@@ -27,9 +27,10 @@ from scheduler.config import Config, Job, load_config
 from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
 from scheduler.lease import current_holder
 from scheduler.planner import FINAL_STATUSES, manual_run_key
+from scheduler.run_records import latest_attempt
 from scheduler.run_records import run_record as run_dict
 from scheduler.settings import Settings, load_settings, masked_url
-from scheduler.store import Store, jobs, open_store, runs
+from scheduler.store import Store, jobs, open_store
 from scheduler.tables import render_table
 from scheduler.triggers import fire_times
 from scheduler.watchspec import templated_keys
@@ -263,7 +264,7 @@ def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, n
 def _wait_for(store: Store, run_key: str) -> Any:
     while True:
         with store.read() as conn:
-            row = conn.execute(select(runs).where(runs.c.run_key == run_key).order_by(runs.c.attempt.desc())).first()
+            row = latest_attempt(conn, run_key)
         if row is not None and row.status in FINAL_STATUSES:
             return row
         time.sleep(0.5)

@@ -44,4 +44,12 @@ def run_record(row: Any) -> dict[str, Any]:
 
 def latest_attempt(conn: Connection, run_key: str) -> Any | None:
     """The newest attempt of a run key (a retried run has one row per attempt)."""
-    return conn.execute(select(runs).where(runs.c.run_key == run_key).order_by(runs.c.attempt.desc()).limit(1)).first()
+    return latest_attempts(conn, [run_key]).get(run_key)
+
+
+def latest_attempts(conn: Connection, run_keys: list[str]) -> dict[str, Any]:
+    """{run key: its newest attempt} for those of `run_keys` that have a row."""
+    latest: dict[str, Any] = {}
+    for row in conn.execute(select(runs).where(runs.c.run_key.in_(run_keys)).order_by(runs.c.attempt)):
+        latest[row.run_key] = row
+    return latest
