@@ -786,13 +786,13 @@ def trigger_in_process(notes: Notes, seconds: float) -> None:
     sys.path.insert(0, str(REPO))
     from sqlalchemy import event
 
-    from scheduler import ledger
-    from scheduler.api_backend import ApiBackend, api_run_key
-    from scheduler.catalog import apply_config
-    from scheduler.config import load_config
-    from scheduler.overrides import Overrides
-    from scheduler.planner import FireRequest
-    from scheduler.store import open_store
+    from scheduler.api.backend import ApiBackend, api_run_key
+    from scheduler.api.overrides import Overrides
+    from scheduler.config.loader import load_config
+    from scheduler.policy.decide import FireRequest
+    from scheduler.store import ledger
+    from scheduler.store.catalog import apply_config
+    from scheduler.store.engine import open_store
 
     grace = timedelta(minutes=10)
     keys = fresh_keys("direct")

@@ -12,7 +12,7 @@ start misses its target). `--strict` exits 1 when a row FAILs.
 Every daemon gets a fresh directory with its own schedules.yaml and state database, and
 ZENML_SCHEDULER_PYTHON points at a fake interpreter written here: as `-m scheduler.child SPEC`
 it logs time.time() as its very first statement, writes a succeeded result and exits; as
-`-m scheduler.pipeline_check REQ ANS` it answers "no errors". So the figures are the
+`-m scheduler.child.check REQ ANS` it answers "no errors". So the figures are the
 scheduler's own cost, not ZenML's; the real pipeline check is timed once on its own.
 """
 
@@ -85,7 +85,7 @@ def check(answer_path):
 ARGS = sys.argv[1:]
 if ARGS[:2] == ["-m", "scheduler.child"]:
     child(ARGS[2])
-elif ARGS[:2] == ["-m", "scheduler.pipeline_check"]:
+elif ARGS[:2] == ["-m", "scheduler.child.check"]:
     check(ARGS[3])
 else:
     sys.exit("fake interpreter: unexpected arguments %r" % (ARGS,))
@@ -745,11 +745,11 @@ def _trim_pstats(text: str) -> str:
 
 
 def measure_real_check() -> Row:
-    """The real `python -m scheduler.pipeline_check` on the bundled schedules.yaml, timed once."""
+    """The real `python -m scheduler.child.check` on the bundled schedules.yaml, timed once."""
     sys.path.insert(0, str(REPO))
-    from scheduler.config import load_config
-    from scheduler.preflight import CHECK_MODULE, check_request
-    from scheduler.runner import child_env
+    from scheduler.config.loader import load_config
+    from scheduler.runs.preflight import CHECK_MODULE, check_request
+    from scheduler.runs.runner import child_env
 
     config = load_config(REPO / "schedules.yaml")
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:

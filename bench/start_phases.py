@@ -20,10 +20,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scheduler import cli_run, daemon  # after the path is set
-from scheduler.logs import setup_logging
-from scheduler.settings import load_settings
-from scheduler.store import open_store
+from scheduler.cli import run as cli_run  # after the path is set
+from scheduler.config.settings import load_settings
+from scheduler.daemon import loop as daemon
+from scheduler.daemon.logs import setup_logging
+from scheduler.store.engine import open_store
 
 PHASES: dict[str, float] = {}
 

@@ -377,7 +377,7 @@ class Folder:
 def build_folder(root: Path, sizes: Sizes) -> Folder:
     """`seen` + `new` small files in one folder, the seen ones recorded in a fresh state database."""
     sys.path.insert(0, str(REPO))
-    from scheduler.store import open_store, watched_files
+    from scheduler.store.engine import open_store, watched_files
 
     config = write_config(root, f"{SETTLE_START * 1000:.0f}ms")
     folder = root / "incoming"
@@ -416,10 +416,10 @@ class ScanResult:
 
 def startup_work(folder: Folder, profiler: cProfile.Profile | None = None) -> ScanResult:
     """What a watcher thread does before its event loop: load what was seen, scan the folder."""
-    from scheduler.config import load_config
-    from scheduler.seen_files import Known, load_known
-    from scheduler.store import open_store
-    from scheduler.watcher import FolderWatcher
+    from scheduler.config.loader import load_config
+    from scheduler.store.engine import open_store
+    from scheduler.watch.folder_watcher import FolderWatcher
+    from scheduler.watch.seen_files import Known, load_known
 
     job = load_config(folder.config).jobs[JOB]
     store = open_store(f"sqlite:///{folder.root / 'state' / 'state.db'}")

@@ -9,7 +9,7 @@
     ├── NotFoundError              a job or run named by the user does not exist
     └── DaemonNotRunningError      a command needs a running daemon and there is none
 
-Only `scheduler.cli` turns these into exit codes; library code never calls sys.exit.
+Only `scheduler.cli.main` turns these into exit codes; library code never calls sys.exit.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ SECRET = "webhook-test-secret"
 # overrides against the schemas that check reports.
 CHECKING_STAND_IN = (
     "#!{python}\nimport os, sys\n"
-    'if sys.argv[2] == "scheduler.pipeline_check":\n'
+    'if sys.argv[2] == "scheduler.child.check":\n'
     "    os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
 )
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from scheduler import audit
-from scheduler.api_app import build_app
-from scheduler.api_backend import ApiBackend
-from scheduler.api_keys import KeyRing, StoredKey, hash_key
-from scheduler.config import load_config
-from scheduler.ledger import FireResult
-from scheduler.metrics import Metrics
-from scheduler.ratelimit import RateLimiter
-from scheduler.store import open_store
+from scheduler.api.app import build_app
+from scheduler.api.backend import ApiBackend
+from scheduler.api.keys import KeyRing, StoredKey, hash_key
+from scheduler.api.rate_limit import RateLimiter
+from scheduler.config.loader import load_config
+from scheduler.feed.metrics import Metrics
+from scheduler.store import audit
+from scheduler.store.engine import open_store
+from scheduler.store.ledger import FireResult
 
 KEY = "zsk_test-key"
 

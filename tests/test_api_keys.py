@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.api_keys import KeyRing, StoredKey, create_key, hash_key, read_key_file, revoke_key
+from scheduler.api.keys import KeyRing, StoredKey, create_key, hash_key, read_key_file, revoke_key
+from scheduler.api.rate_limit import RateLimiter, retry_after_header
 from scheduler.errors import SettingsError
-from scheduler.ratelimit import RateLimiter, retry_after_header
 
 
 def test_created_key_is_stored_only_as_its_hash_in_an_owner_only_file(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.arrivals import (
+from scheduler.config.loader import Job, parse_config
+from scheduler.policy.decide import FireRequest
+from scheduler.watch.arrivals import (
     MAX_KEY,
     Batcher,
     Dispatch,
@@ -20,8 +22,6 @@ from scheduler.arrivals import (
     plan_found_at_start,
     template_values,
 )
-from scheduler.config import Job, parse_config
-from scheduler.planner import FireRequest
 
 
 def seen(rel: str, size: int = 10, mtime_ns: int = 1_000, digest: str | None = None, **kw: bool) -> FileSeen:

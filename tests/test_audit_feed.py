@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from scheduler import audit
-from scheduler.audit import Event
-from scheduler.audit_feed import BATCH, AuditFeed, AuditRecord
-from scheduler.store import Store, open_store
+from scheduler.feed.audit_feed import BATCH, AuditFeed, AuditRecord
+from scheduler.store import audit
+from scheduler.store.audit import Event
+from scheduler.store.engine import Store, open_store
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
 

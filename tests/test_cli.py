@@ -18,11 +18,14 @@ def _loaded(imports: str, roots: tuple[str, ...]) -> str:
 
 
 def test_importing_the_daemon_never_loads_zenml() -> None:
-    daemon = "scheduler.cli, scheduler.daemon, scheduler.preflight, scheduler.runner"
+    daemon = "scheduler.cli.main, scheduler.daemon.loop, scheduler.runs.preflight, scheduler.runs.runner"
     assert _loaded(daemon, ("zenml", "pandas", "sklearn", "numpy")) == ""
     # The HTTP stack is imported only when the API is enabled.
     assert _loaded(daemon, ("fastapi", "uvicorn", "starlette", "prometheus_client", "jsonschema")) == ""
-    api = "scheduler.api_app, scheduler.api_server, scheduler.services, scheduler.metrics, scheduler.overrides"
+    api = (
+        "scheduler.api.app, scheduler.api.server, scheduler.daemon.services, scheduler.feed.metrics, "
+        "scheduler.api.overrides"
+    )
     assert _loaded(api, ("zenml", "pandas", "sklearn", "numpy")) == ""
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import load_config
+from scheduler.config.loader import load_config
 from scheduler.errors import ConfigError
-from scheduler.triggers import CronTrigger, IntervalTrigger, OneOffTrigger
+from scheduler.timing.triggers import CronTrigger, IntervalTrigger, OneOffTrigger
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -310,7 +310,7 @@ jobs:
 def test_window_bounds_the_trigger(tmp_path: Path) -> None:
     from datetime import datetime, timezone
 
-    from scheduler.triggers import fire_times
+    from scheduler.timing.triggers import fire_times
 
     config = load_config(
         write(

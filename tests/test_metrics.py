@@ -14,16 +14,16 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from scheduler import audit, ledger
-from scheduler.audit import Event
-from scheduler.audit_feed import AuditFeed, AuditRecord
-from scheduler.catalog import apply_config, record_rejected_config
-from scheduler.config import load_config
+from scheduler.config.loader import load_config
 from scheduler.errors import Problem
-from scheduler.metrics import Metrics
-from scheduler.outcomes import Outcome, record_outcome
-from scheduler.planner import FireRequest, slot_run_key
-from scheduler.store import Store, open_store, runs
+from scheduler.feed.audit_feed import AuditFeed, AuditRecord
+from scheduler.feed.metrics import Metrics
+from scheduler.policy.decide import FireRequest, slot_run_key
+from scheduler.store import audit, ledger
+from scheduler.store.audit import Event
+from scheduler.store.catalog import apply_config, record_rejected_config
+from scheduler.store.engine import Store, open_store, runs
+from scheduler.store.outcomes import Outcome, record_outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import load_config
+from scheduler.config.loader import load_config
+from scheduler.config.notify_spec import NotifyTarget
 from scheduler.errors import ConfigError
-from scheduler.notifyspec import NotifyTarget
 
 TOKEN_URL = "https://hooks.example.com/services/T000/B000/s3cr3t-token"
 

@@ -15,11 +15,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.cli_run import load_checked
-from scheduler.config import Config, load_config
-from scheduler.errors import ConfigError
-from scheduler.ledger import launch_spec
-from scheduler.overrides import (
+from scheduler.api.overrides import (
     OverrideError,
     Overrides,
     jobs_for_pipeline,
@@ -27,10 +23,14 @@ from scheduler.overrides import (
     tutorial_body,
     tutorial_overrides,
 )
-from scheduler.planner import FireRequest
-from scheduler.preflight import check_request, run_pipeline_check
-from scheduler.reloader import Reloader
-from scheduler.settings import Settings
+from scheduler.cli.run import load_checked
+from scheduler.config.loader import Config, load_config
+from scheduler.config.settings import Settings
+from scheduler.daemon.reloader import Reloader
+from scheduler.errors import ConfigError
+from scheduler.policy.decide import FireRequest
+from scheduler.runs.preflight import check_request, run_pipeline_check
+from scheduler.store.ledger import launch_spec
 
 TRAINING = "pipelines.training:training_pipeline"
 SCORING = "pipelines.batch_inference:batch_inference_pipeline"
@@ -442,7 +442,7 @@ def test_two_steps_setting_one_parameter_differently_conflict(config: Config) ->
 
 
 def fake_checker(tmp_path: Path, answer: dict[str, Any]) -> str:
-    """An interpreter stand-in whose `-m scheduler.pipeline_check REQ RESP` answers `answer`."""
+    """An interpreter stand-in whose `-m scheduler.child.check REQ RESP` answers `answer`."""
     script = tmp_path / "fake-python"
     script.write_text(
         f"#!{sys.executable}\nimport json, shutil, sys\n"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.config import load_config
-from scheduler.overrides import OverrideError, Overrides, resolve_overrides, tutorial_overrides
-from scheduler.preflight import run_pipeline_check
+from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides, tutorial_overrides
+from scheduler.config.loader import load_config
+from scheduler.runs.preflight import run_pipeline_check
 from tests import zenml_env
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def run_checker(
     config_dir = tmp_path / "untouched-zenml-config"
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"project_root": str(project), "jobs": jobs}), encoding="utf-8")
-    args = [zenml_env.PYTHON, "-m", "scheduler.pipeline_check", str(request)]
+    args = [zenml_env.PYTHON, "-m", "scheduler.child.check", str(request)]
     if response_file:
         args.append(str(tmp_path / "response.json"))
     proc = subprocess.run(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from scheduler.config import Job, load_config
-from scheduler.planner import (
+from scheduler.config.loader import Job, load_config
+from scheduler.policy.decide import (
     FireRequest,
     JobState,
     Launch,

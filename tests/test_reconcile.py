@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.durations import format_duration, parse_duration
-from scheduler.reconcile import diff_jobs, trigger_changed
+from scheduler.policy.reload_diff import diff_jobs, trigger_changed
+from scheduler.timing.durations import format_duration, parse_duration
 
 
 def spec(**fields: object) -> dict[str, object]:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from scheduler import inbox
-from scheduler.arrivals import Dispatch, FileSeen, file_run_key
-from scheduler.catalog import apply_config
-from scheduler.config import Config, load_config
-from scheduler.seen_files import fire_files, load_known
-from scheduler.store import Store, audit, jobs, open_store, runs, watched_files
+from scheduler.config.loader import Config, load_config
+from scheduler.store import inbox
+from scheduler.store.catalog import apply_config
+from scheduler.store.engine import Store, audit, jobs, open_store, runs, watched_files
+from scheduler.watch.arrivals import Dispatch, FileSeen, file_run_key
+from scheduler.watch.seen_files import fire_files, load_known
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
 GRACE = timedelta(minutes=10)

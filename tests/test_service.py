@@ -60,7 +60,7 @@ def test_sd_notify_ready_status_watchdog_reloading_stopping_in_order(
 
 
 def test_without_notify_socket_nothing_is_sent() -> None:
-    from scheduler.sdnotify import Notifier
+    from scheduler.daemon.sd_notify import Notifier
 
     notifier = Notifier({})
     assert not notifier.enabled and notifier.watchdog_interval is None

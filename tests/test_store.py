@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, insert, select, text, update
 
-from scheduler import audit, inbox, ledger
-from scheduler.catalog import apply_config, catch_up_requests
-from scheduler.config import load_config
+from scheduler.config.loader import load_config
+from scheduler.daemon.lease import Lease, current_holder
 from scheduler.errors import LeaseHeldError, SchemaTooNewError, StateError
-from scheduler.lease import Lease, current_holder
-from scheduler.planner import FireRequest, slot_run_key
-from scheduler.store import MIGRATIONS, jobs, meta, open_store, runs, schema_version
+from scheduler.policy.decide import FireRequest, slot_run_key
+from scheduler.store import audit, inbox, ledger
+from scheduler.store.catalog import apply_config, catch_up_requests
+from scheduler.store.engine import MIGRATIONS, jobs, meta, open_store, runs, schema_version
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
@@ -54,7 +54,7 @@ def test_older_schema_is_migrated_in_order(db_url: str, monkeypatch: pytest.Monk
         conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
         applied.append(2)
 
-    monkeypatch.setattr("scheduler.store.MIGRATIONS", [*MIGRATIONS, add_notes_table])
+    monkeypatch.setattr("scheduler.store.engine.MIGRATIONS", [*MIGRATIONS, add_notes_table])
     store = open_store(db_url)
     with store.write() as conn:
         conn.execute(text("INSERT INTO notes (id, body) VALUES (1, 'x')"))

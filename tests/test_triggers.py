@@ -10,7 +10,7 @@ import pytest
 from croniter import croniter
 from freezegun import freeze_time
 
-from scheduler.triggers import (
+from scheduler.timing.triggers import (
     CronTrigger,
     IntervalTrigger,
     OneOffTrigger,

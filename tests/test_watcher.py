@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.arrivals import Dispatch
-from scheduler.config import parse_config
-from scheduler.seen_files import Known, Notice
-from scheduler.watcher import FolderWatcher
+from scheduler.config.loader import parse_config
+from scheduler.watch.arrivals import Dispatch
+from scheduler.watch.folder_watcher import FolderWatcher
+from scheduler.watch.seen_files import Known, Notice
 
 
 def make_watcher(tmp_path: Path, watch: str, known: dict[str, Known | None] | None = None) -> tuple:

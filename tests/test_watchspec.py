@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scheduler.config import Config, parse_config
+from scheduler.config.loader import Config, parse_config
+from scheduler.config.watch_spec import WatchSpec, render_parameters, template_problems, templated_keys
 from scheduler.errors import ConfigError
-from scheduler.triggers import FileTrigger
-from scheduler.watchspec import WatchSpec, render_parameters, template_problems, templated_keys
+from scheduler.timing.triggers import FileTrigger
 
 FILE = Path("/srv/project/schedules.yaml")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

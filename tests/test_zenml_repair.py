@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scheduler import zenml_repair
+from scheduler.child import repair as zenml_repair
 from tests import zenml_env
 
 TINY = "tinypipes.tiny:tiny_pipeline"
@@ -81,7 +81,7 @@ def run_python(project: Path, env: dict[str, str], *args: str) -> subprocess.Com
 
 
 def run_repair(project: Path, env: dict[str, str], run_name: str, result: Path) -> tuple[int, dict[str, Any]]:
-    proc = run_python(project, env, "-m", "scheduler.zenml_repair", run_name, str(result))
+    proc = run_python(project, env, "-m", "scheduler.child.repair", run_name, str(result))
     assert proc.stdout.strip(), proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads(result.read_text(encoding="utf-8")) == report

@@ -1,0 +1,146 @@
+"""The API's outer layer: body size limit, and one audit event and one metric per request.
+
+A pure ASGI middleware rather than a Starlette `BaseHTTPMiddleware`: it reads the body itself
+(refusing it past the limit before any route parses it, chunked or not) and sees the final
+status of every response, including the ones FastAPI produces for invalid requests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from fastapi import HTTPException, Request
+
+from scheduler.store.audit import Event
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from scheduler.api.backend import ApiBackend
+    from scheduler.feed.metrics import Metrics
+
+log = logging.getLogger("zenml_scheduler.api")
+
+
+def refuse(
+    request: Request,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    errors: list[Any] | None = None,
+) -> NoReturn:
+    """End the request with `status`; the reason also goes to the audit event."""
+    request.state.reason = detail
+    if errors:
+        request.state.errors = errors
+    raise HTTPException(status, detail, headers=headers)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ApiGuard:
+    def __init__(self, app: ASGIApp, backend: ApiBackend, metrics: Metrics, max_body: int) -> None:
+        self.app = app
+        self.backend = backend
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        scope.setdefault("state", {})
+        status = 500
+        sent_start = False
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status, sent_start
+            if message["type"] == "http.response.start":
+                status, sent_start = message["status"], True
+            await send(message)
+
+        try:
+            body = await self._read_body(scope, receive)
+        except BodyTooLarge:
+            status = 413
+            scope["state"]["reason"] = f"request body larger than {self.max_body} bytes"
+            await _respond(send, 413, {"detail": scope["state"]["reason"]})
+        else:
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # after the body: only http.disconnect is left to wait for
+
+            try:
+                await self.app(scope, replay, send_and_watch)
+            except Exception:
+                log.exception("API request %s %s failed", scope["method"], scope["path"])
+                status = 500
+                if not sent_start:
+                    await _respond(send, 500, {"detail": "internal error; see the daemon log"})
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "(unmatched)"
+        self.metrics.api_request(template, status)
+        state = scope["state"]
+        key_name = state.get("key_name")
+        client = scope.get("client")
+        details: dict[str, Any] = {
+            "method": scope["method"],
+            "route": template,
+            "path": scope["path"][:300],
+            "status": status,
+            "key": key_name,
+            "client": client[0] if client else None,
+            "elapsed_ms": round(elapsed * 1000, 2),
+        }
+        if "reason" in state:
+            details["reason"] = state["reason"]
+        self.backend.audit.put(
+            Event(
+                "api-request",
+                f"api:{key_name}" if key_name else "api:anonymous",
+                state.get("job"),
+                state.get("run_key"),
+                details=details,
+            )
+        )
+
+
+async def _respond(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,119 @@
+"""`zenml-scheduler plan` and `reload`: preview a config change, and ask the daemon to apply one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from scheduler.config.loader import Config, Job
+from scheduler.config.settings import Settings, masked_url
+from scheduler.daemon.lease import current_holder
+from scheduler.errors import DaemonNotRunningError
+from scheduler.policy.decide import plan_catch_up, policy_of
+from scheduler.policy.reload_diff import Diff, diff_jobs
+from scheduler.store import inbox
+from scheduler.store.catalog import stored_specs
+from scheduler.store.engine import jobs, open_store
+from scheduler.timing.triggers import dst_note, fire_times
+
+
+def upcoming(job: Job, now: datetime, count: int = 3) -> list[dict[str, Any]]:
+    """The next fire times in the job's timezone, each with its DST note if it has one."""
+    return [
+        {"at": t.astimezone(job.zone).isoformat(), "dst": dst_note(job.trigger, t)}
+        for t in fire_times(job.trigger, now, count)
+    ]
+
+
+def build_plan(config: Config, stored: dict[str, dict[str, Any]], rows: dict[str, Any], now: datetime,
+               grace: timedelta) -> dict[str, Any]:  # fmt: skip
+    """What applying `config` would do to the stored jobs, as data."""
+    diff: Diff = diff_jobs({name: job.spec_dict() for name, job in config.jobs.items()}, stored)
+    touched = diff.added + [c.name for c in diff.changed]
+    catch_up = {}
+    for name in diff.unchanged + [c.name for c in diff.changed]:
+        row, job = rows.get(name), config.jobs[name]
+        if row is None or row.last_slot is None or row.paused or not job.spec.enabled:
+            continue
+        plan = plan_catch_up(job, row.last_slot, now, policy_of(job, grace))
+        if plan.fire or plan.skipped or plan.expired_count:
+            catch_up[name] = {"fire": [t.isoformat() for t in plan.fire], "skipped": len(plan.skipped),
+                              "expired": plan.expired_count}  # fmt: skip
+    return {
+        "revision": config.revision,
+        "added": diff.added,
+        "changed": [
+            {"job": c.name, "fields": {k: {"old": o, "new": n} for k, (o, n) in c.fields.items()}} for c in diff.changed
+        ],
+        "removed": diff.removed,
+        "unchanged": len(diff.unchanged),
+        "next": {name: upcoming(config.jobs[name], now) for name in touched if config.jobs[name].spec.enabled},
+        "catch_up_at_next_start": catch_up,
+    }
+
+
+def render_plan(plan: dict[str, Any]) -> str:
+    lines = []
+    for name in plan["added"]:
+        lines.append(f"+ {name}")
+        lines += _next_lines(plan["next"].get(name, []))
+    for change in plan["changed"]:
+        lines.append(f"~ {change['job']}")
+        lines += [
+            f"    {field}: {json.dumps(v['old'])} -> {json.dumps(v['new'])}" for field, v in change["fields"].items()
+        ]
+        lines += _next_lines(plan["next"].get(change["job"], []))
+    lines += [f"- {name}" for name in plan["removed"]]
+    for name, what in plan["catch_up_at_next_start"].items():
+        lines.append(f"  {name}: a daemon starting now would catch up {what['fire'] or 'nothing'}, "
+                     f"skip {what['skipped']} missed slot(s) and {what['expired']} past the grace window")  # fmt: skip
+    counts = (len(plan["added"]), len(plan["changed"]), len(plan["removed"]))
+    lines.append("No changes." if not any(counts) else "Plan: {} to add, {} to change, {} to remove.".format(*counts))
+    return "\n".join(lines)
+
+
+def _next_lines(times: list[dict[str, Any]]) -> list[str]:
+    return [f"    next: {t['at']}" + (f"  [{t['dst']}]" if t["dst"] else "") for t in times]
+
+
+def register(
+    cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any], source: Callable[[], str]
+) -> None:
+    @cli.command("plan")
+    @click.argument("file", required=False, type=click.Path(dir_okay=False))
+    @click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
+    @json_option
+    @common
+    def plan(settings: Settings, file: str | None, no_pipelines: bool, as_json: bool) -> None:
+        """What a reload with FILE would change; exit 0 if nothing, 1 if something, 2 if FILE is invalid."""
+        from scheduler.cli.run import load_checked
+
+        config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
+        with open_store(settings.resolved_db_url).read() as conn:
+            stored = stored_specs(conn)
+            rows = {row.name: row for row in conn.execute(select(jobs).where(jobs.c.removed_at.is_(None)))}
+        result = build_plan(config, stored, rows, datetime.now(timezone.utc), timedelta(seconds=settings.misfire_grace))
+        click.echo(json.dumps(result, indent=2) if as_json else render_plan(result))
+        if result["added"] or result["changed"] or result["removed"]:
+            sys.exit(1)
+
+    @cli.command("reload")
+    @common
+    def reload(settings: Settings) -> None:
+        """Ask the running daemon to reload its config (same as SIGHUP); it validates first."""
+        store = open_store(settings.resolved_db_url)
+        now = datetime.now(timezone.utc)
+        if current_holder(store, now, timedelta(seconds=settings.lease_ttl)) is None:
+            raise DaemonNotRunningError(
+                f"no zenml-scheduler daemon is running on {masked_url(settings.resolved_db_url)}"
+            )
+        with store.write() as conn:
+            inbox.request_reload(conn, source(), now)
+        click.echo("reload requested; `zenml-scheduler audit` shows whether it was applied or rejected")

@@ -1,0 +1,61 @@
+"""`zenml-scheduler health` and `config`: what service managers and operators ask a daemon."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+
+from scheduler.config.settings import Settings, masked_url
+from scheduler.daemon.lease import current_holder
+from scheduler.store.engine import open_store
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting as it is in force, secrets masked (a database password never prints)."""
+    values = settings.model_dump(mode="json")
+    values["db_url"] = masked_url(settings.resolved_db_url)
+    values["state_dir"] = str(settings.resolved_state_dir)
+    values["config"] = str(settings.config.resolve())
+    return values
+
+
+def register(cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any]) -> None:
+    @cli.command("health")
+    @common
+    @json_option
+    def health(settings: Settings, as_json: bool) -> None:
+        """Exit 0 when a daemon's heartbeat on this state database is fresh, 1 otherwise."""
+        now = datetime.now(timezone.utc)
+        holder = current_holder(open_store(settings.resolved_db_url), now, timedelta(seconds=settings.lease_ttl))
+        report = {
+            "healthy": holder is not None,
+            "host": holder.host if holder else None,
+            "pid": holder.pid if holder else None,
+            "since": holder.started_at.isoformat() if holder else None,
+            "heartbeat_age_s": round((now - holder.heartbeat_at).total_seconds(), 1) if holder else None,
+        }
+        if as_json:
+            click.echo(json.dumps(report))
+        elif holder is not None:
+            click.echo(f"healthy: {holder.describe()}, heartbeat {report['heartbeat_age_s']}s ago")
+        else:
+            click.echo(f"unhealthy: no daemon heartbeat within {settings.lease_ttl:.0f}s", err=True)
+        if holder is None:
+            sys.exit(1)
+
+    @cli.command("config")
+    @common
+    @json_option
+    def show_config(settings: Settings, as_json: bool) -> None:
+        """The effective settings (flags > ZENML_SCHEDULER_* > .env > defaults), secrets masked."""
+        values = effective_settings(settings)
+        if as_json:
+            click.echo(json.dumps(values, indent=2))
+            return
+        for key, value in values.items():
+            click.echo(f"{key} = {value}  (ZENML_SCHEDULER_{key.upper()})")

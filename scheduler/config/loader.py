@@ -1,0 +1,304 @@
+"""schedules.yaml: the strict models and the loader that reports every problem as file:line:col.
+
+The loader is pure apart from reading the file: it returns a `Config` whose jobs carry their
+parsed trigger, or raises `ConfigError` listing everything wrong. Pipelines are not imported
+here (that needs ZenML, which only child processes load); see `scheduler.pipeline_checks`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from scheduler.config.job_spec import JobSpec
+from scheduler.config.watch_spec import template_problems, templated_paths
+from scheduler.config.yaml_source import SourceMap, load_yaml
+from scheduler.errors import ConfigError, Problem
+from scheduler.timing.durations import format_duration, parse_duration
+from scheduler.timing.triggers import (
+    CronTrigger,
+    FileTrigger,
+    IntervalTrigger,
+    OneOffTrigger,
+    Trigger,
+    TriggerError,
+    WindowedTrigger,
+)
+
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+TRIGGER_FIELDS = ("cron", "every", "at", "watch")
+SUPPORTED_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    spec: JobSpec
+    trigger: Trigger
+    watch_root: Path | None = None  # a watch job's folder, absolute (relative paths: to the config file)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.spec.timezone)
+
+    @property
+    def trigger_text(self) -> str:
+        if self.spec.cron is not None:
+            return f"cron {self.spec.cron}"
+        if self.spec.every is not None:
+            return f"every {format_duration(parse_duration(self.spec.every))}"
+        if self.spec.watch is not None:
+            return f"watch {self.spec.watch.path}"
+        assert self.spec.at is not None
+        return f"at {self.spec.at.isoformat()}"
+
+    @property
+    def grace(self) -> float | None:
+        """The job's own misfire grace in seconds; None means the daemon's setting."""
+        return parse_duration(self.spec.misfire_grace) if self.spec.misfire_grace is not None else None
+
+    @property
+    def timeout(self) -> float | None:
+        return parse_duration(self.spec.timeout) if self.spec.timeout is not None else None
+
+    @property
+    def jitter(self) -> float:
+        return parse_duration(self.spec.jitter) if self.spec.jitter is not None else 0.0
+
+    @property
+    def is_watch(self) -> bool:
+        return self.spec.watch is not None
+
+    def first_fire_after(self, now: datetime) -> datetime | None:
+        """The job's next slot after `now`; None when it is disabled or never fires again."""
+        return self.trigger.next_after(now) if self.spec.enabled else None
+
+    def spec_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data: what is stored, diffed and audited (computed once)."""
+        return self._spec_json_data
+
+    @functools.cached_property
+    def _spec_json_data(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")
+
+    @functools.cached_property
+    def spec_json(self) -> str:
+        return canonical_json(self._spec_json_data)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.spec_json.encode()).hexdigest()[:16]
+
+
+def canonical_json(spec: dict[str, Any]) -> str:
+    """One spelling per spec, so equal specs have equal digests."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    revision: str
+    jobs: dict[str, Job]
+    source: SourceMap = field(repr=False, compare=False)
+    # What the pipeline check found out about each pipeline, by pipeline reference (the RESPONSE's
+    # "pipelines" of `scheduler.child.check`); empty when the config was not checked.
+    pipelines: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def project_root(self) -> Path:
+        return self.path.resolve().parent
+
+    def pipeline_description(self, job: str) -> dict[str, Any] | None:
+        """The checked description of `job`'s pipeline (name, parameters with JSON schemas, steps);
+        None for an unknown job, a config loaded without the pipeline check, or a pipeline the
+        check could not describe."""
+        found = self.jobs.get(job)
+        return self.pipelines.get(found.spec.pipeline) if found is not None else None
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate schedules.yaml; raise ConfigError with every problem found."""
+    path = Path(path)
+    display = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(display, 1, 1, f"cannot read config: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(display, 1, 1, f"not UTF-8 text: {exc.reason}")]) from None
+    return parse_config(text, path, revision=hashlib.sha256(raw).hexdigest()[:12])
+
+
+def parse_config(text: str, path: Path, revision: str) -> Config:
+    data, source = load_yaml(text, str(path))
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        raise ConfigError([source.problem((), "the file must be a mapping with 'version' and 'jobs'")])
+    for key in data:
+        if key not in ("version", "defaults", "jobs"):
+            problems.append(source.problem((key,), f"unknown key {key!r}; expected version, defaults, jobs", key=True))
+    if "version" not in data:
+        problems.append(source.problem((), f"missing 'version: {SUPPORTED_VERSION}'"))
+    elif data["version"] != SUPPORTED_VERSION:
+        problems.append(
+            source.problem(("version",), f"unsupported version {data['version']!r}; expected {SUPPORTED_VERSION}")
+        )
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.append(source.problem(("defaults",), "defaults must be a mapping of job fields"))
+        defaults = {}
+    for key in defaults:
+        if key not in JobSpec.model_fields:
+            problems.append(source.problem(("defaults", key), _unknown_field(key), key=True))
+    defaults = {k: v for k, v in defaults.items() if k in JobSpec.model_fields}
+    jobs_raw = data.get("jobs")
+    if jobs_raw is None:
+        jobs_raw = {}
+        if "jobs" not in data:
+            problems.append(source.problem((), "missing 'jobs' mapping"))
+    if not isinstance(jobs_raw, dict):
+        problems.append(source.problem(("jobs",), "jobs must be a mapping of job name to job"))
+        jobs_raw = {}
+    jobs: dict[str, Job] = {}
+    for name, raw_job in jobs_raw.items():
+        job = _build_job(str(name), raw_job, defaults, source, problems, path.resolve().parent)
+        if job is not None:
+            jobs[job.name] = job
+    if problems:
+        raise ConfigError(sorted(set(problems), key=lambda p: (p.line, p.column, p.message)))
+    return Config(path=path, revision=revision, jobs=jobs, source=source)
+
+
+def _unknown_field(key: str) -> str:
+    return f"unknown job field {key!r}; allowed: {', '.join(JobSpec.model_fields)}"
+
+
+def _build_job(
+    name: str, raw: Any, defaults: dict[str, Any], source: SourceMap, problems: list[Problem], base: Path
+) -> Job | None:
+    where: tuple[str, ...] = ("jobs", name)
+    if not JOB_NAME.fullmatch(name):
+        problems.append(
+            source.problem(where, f"invalid job name {name!r}: use letters, digits, '_', '-', '.' (max 100)", key=True)
+        )
+        return None
+    if not isinstance(raw, dict):
+        problems.append(source.problem(where, f"job {name!r} must be a mapping of job fields"))
+        return None
+    origin: dict[str, tuple[str, ...]] = {}
+    merged: dict[str, Any] = {}
+    job_sets_trigger = any(key in raw for key in TRIGGER_FIELDS)
+    for key, value in defaults.items():
+        if key in TRIGGER_FIELDS and job_sets_trigger:
+            continue  # a job's own trigger replaces the default trigger as a whole
+        merged[key], origin[key] = value, ("defaults",)
+    for key, value in raw.items():
+        merged[key], origin[key] = value, where
+    triggers = [key for key in TRIGGER_FIELDS if merged.get(key) is not None]
+    if len(triggers) != 1:
+        found = ", ".join(triggers) if triggers else "none"
+        problems.append(
+            source.problem(
+                where, f"job {name!r} needs exactly one trigger of cron, every, at, watch (found: {found})", key=True
+            )
+        )
+    try:
+        spec = JobSpec.model_validate(merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append(_pydantic_problem(error, name, origin, source))
+        return None
+    for index, target in enumerate(spec.notify):  # a missing secret is caught at load, not at the first failure
+        if target.secret_env is not None and not os.environ.get(target.secret_env):
+            problems.append(
+                source.problem(
+                    (*origin["notify"], "notify", index, "secret_env"),
+                    f"notify[{index}].secret_env: environment variable {target.secret_env!r} is not set (or empty)",
+                )
+            )
+    if len(triggers) != 1:
+        return None
+    start, end = _local(spec.start, spec.timezone), _local(spec.end, spec.timezone)
+    if start is not None and end is not None and end <= start:
+        problems.append(
+            source.problem((*origin["end"], "end"), f"end {end.isoformat()} is not after start {start.isoformat()}")
+        )
+        return None
+    try:
+        trigger = _trigger(spec)
+    except TriggerError as exc:
+        field_name = triggers[0]
+        problems.append(source.problem((*origin[field_name], field_name), str(exc)))
+        return None
+    if start is not None or end is not None:
+        trigger = WindowedTrigger(trigger, start, end)
+    watch_root = None
+    if spec.watch is not None:
+        found = [
+            ((*origin.get("parameters", where), "parameters", *key), message)
+            for key, message in template_problems(spec.parameters, spec.watch.batch)
+        ]
+        for step, config in spec.steps.items():
+            found += [
+                ((*origin["steps"], "steps", step, "parameters", *key), "templates are filled in `parameters` only")
+                for key in templated_paths(config.parameters)
+            ]
+        if spec.watch.readiness_conflict:
+            found.append(((*origin["watch"], "watch", "ready_marker"), "use either settle or ready_marker, not both"))
+        for path, message in found:
+            problems.append(source.problem(path, message))
+        if found:
+            return None
+        watch_root = Path(os.path.normpath(base / Path(spec.watch.path).expanduser()))
+    return Job(name=name, spec=spec, trigger=trigger, watch_root=watch_root)
+
+
+def _local(value: datetime | None, zone: str) -> datetime | None:
+    """An instant from the file; without an offset it is read in the job's timezone."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=ZoneInfo(zone))
+
+
+def _trigger(spec: JobSpec) -> Trigger:
+    zone = ZoneInfo(spec.timezone)
+    if spec.cron is not None:
+        return CronTrigger(spec.cron, zone)
+    if spec.every is not None:
+        return IntervalTrigger(int(parse_duration(spec.every)))
+    if spec.watch is not None:
+        return FileTrigger(spec.watch.path)
+    at = _local(spec.at, spec.timezone)
+    assert at is not None
+    return OneOffTrigger(at)
+
+
+def _pydantic_problem(error: Any, job: str, origin: dict[str, tuple[str, ...]], source: SourceMap) -> Problem:
+    loc = tuple(error["loc"])
+    first = str(loc[0]) if loc else ""
+    base = origin.get(first, ("jobs", job))
+    path = (*base, *loc) if loc else ("jobs", job)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return source.problem(path, _unknown_field(first), key=True)
+        return source.problem(path, f"unknown key {loc[-1]!r}", key=True)
+    if kind == "missing":
+        return source.problem(
+            ("jobs", job), f"job {job!r} is missing required field {'.'.join(map(str, loc))!r}", key=True
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    return source.problem(path, f"{'.'.join(map(str, loc))}: {message}")

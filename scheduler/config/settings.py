@@ -1,0 +1,105 @@
+"""Process settings.
+
+Precedence, highest first: command-line flags, ``ZENML_SCHEDULER_*`` environment variables,
+a ``.env`` file in the working directory, built-in defaults. Durations accept ``30s``/``10m``
+or plain seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.api.keys import StoredKey
+from scheduler.errors import SettingsError
+from scheduler.timing.durations import parse_duration
+
+STATE_DIR_NAME = ".zenml-scheduler"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZENML_SCHEDULER_",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config: Path = Field(Path("schedules.yaml"), description="Path of schedules.yaml.")
+    db_url: str | None = Field(None, description="SQLAlchemy URL of the state database; default SQLite in state_dir.")
+    state_dir: Path | None = Field(
+        None, description="Run logs and the default database; default .zenml-scheduler beside the config."
+    )
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    misfire_grace: float = Field(600.0, description="Seconds a missed slot stays eligible to fire.")
+    max_concurrent_runs: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    shutdown_grace: float = Field(60.0, description="Seconds to let runs finish on SIGTERM.")
+    kill_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL for a child.")
+    lease_ttl: float = Field(15.0, gt=1, description="Seconds without heartbeat before a lease expires.")
+    python: str = Field(sys.executable, description="Interpreter for child processes.")
+    # The HTTP API (see the README's "HTTP API" section).
+    api_enabled: bool = Field(False, description="Serve the HTTP API from the daemon.")
+    api_host: str = Field("127.0.0.1", description="Address the API binds; non-loopback needs API keys.")
+    api_port: int = Field(8765, ge=0, le=65535, description="TCP port of the API (0: any free port).")
+    api_keys: list[StoredKey] = Field([], description="Hashed API keys, as JSON (see `api-key create`).")
+    api_keys_file: Path | None = Field(None, description="Hashed API keys file; default state_dir/api-keys.json.")
+    api_rate_limit: float = Field(10.0, ge=0, description="Requests per second per API key; 0 turns it off.")
+    api_rate_burst: int = Field(20, ge=1, description="Requests a key may make at once before the limit applies.")
+    api_max_body: int = Field(65536, ge=1024, description="Largest request body accepted, in bytes.")
+    api_ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for the API.")
+    api_ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for the API.")
+
+    @field_validator("misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)  # environment variables are strings: "5" means 5 seconds
+        return parse_duration(value)
+
+    @property
+    def project_root(self) -> Path:
+        return self.config.resolve().parent
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return (self.state_dir or self.project_root / STATE_DIR_NAME).resolve()
+
+    @property
+    def resolved_api_keys_file(self) -> Path:
+        return (self.api_keys_file or self.resolved_state_dir / "api-keys.json").resolve()
+
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.resolved_state_dir / 'state.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from flags (`overrides`, None meaning "not given"), environment, .env, defaults."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            env_name = f"ZENML_SCHEDULER_{name.upper()}"
+            lines.append(f"setting {name} ({env_name}): {error['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password replaced, safe to print and log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

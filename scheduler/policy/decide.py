@@ -1,0 +1,229 @@
+"""What to do about a fire: the pure policy core.
+
+Given a request (a slot came due, a slot was missed while down, a person asked), the job's
+state and `now`, return a decision as data. Nothing here reads the clock, the database or the
+file system, so every rule is tested as a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from scheduler.config.loader import Job
+from scheduler.timing.triggers import count_slots_between, slots_between
+
+TriggerKind = Literal["schedule", "catchup", "manual", "file"]
+
+# Terminal and non-terminal run statuses, as stored and shown by `history`.
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "timed_out", "lost")
+
+
+def utc_iso(instant: datetime) -> str:
+    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def slot_run_key(job: str, slot: datetime) -> str:
+    """The run key of a scheduled slot: the same slot always gets the same key."""
+    return f"{job}@{utc_iso(slot)}"
+
+
+def manual_run_key(job: str, requested_at: datetime, nonce: str) -> str:
+    return f"{job}@manual:{utc_iso(requested_at)}#{nonce}"
+
+
+def zenml_run_name(job: str, run_key: str, attempt: int, when: datetime) -> str:
+    """A unique, readable ZenML run name; the suffix keeps it unique across state databases."""
+    suffix = hashlib.sha256(f"{run_key}#{attempt}".encode()).hexdigest()[:8]
+    return f"{job}-{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{suffix}"
+
+
+@dataclass(frozen=True)
+class FireRequest:
+    job: str
+    trigger: TriggerKind
+    run_key: str
+    source: str
+    scheduled_for: datetime | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    preskip: tuple[str, str] | None = None  # (code, reason) decided earlier: recorded as skipped
+    files: tuple[dict[str, Any], ...] = ()  # the files a file-triggered run is for, as audited
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> input -> value, over the job's steps
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the planner needs to know about a job at decision time."""
+
+    exists: bool = True
+    paused: bool = False
+    running: int = 0
+    queued: int = 0
+    launched: int = 0  # scheduled slots launched so far, across restarts (for max_runs)
+    active_ids: tuple[int, ...] = ()  # its queued and running runs, which `replace` ends
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A job's firing policies as plain values (see the README for each one)."""
+
+    grace: timedelta = timedelta(minutes=10)
+    catchup: str = "latest"
+    max_catchup: int = 50
+    concurrency: str = "skip"
+    max_active: int | None = None
+    max_queued: int = 10
+    start: datetime | None = None
+    end: datetime | None = None
+    max_runs: int | None = None
+    jitter: float = 0.0
+
+    def in_window(self, instant: datetime) -> bool:
+        return (self.start is None or instant >= self.start) and (self.end is None or instant <= self.end)
+
+
+def policy_of(job: Job, default_grace: timedelta) -> Policy:
+    trigger = job.trigger
+    start = getattr(trigger, "start", None)
+    end = getattr(trigger, "end", None)
+    grace = timedelta(seconds=job.grace) if job.grace is not None else default_grace
+    spec = job.spec
+    return Policy(grace, spec.catchup, spec.max_catchup, spec.concurrency, spec.max_active, spec.max_queued,
+                  start, end, spec.max_runs, job.jitter)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Launch:
+    request: FireRequest
+    not_before: datetime | None = None  # jitter: start no earlier than this
+    replaces: tuple[int, ...] = ()  # runs of the job to end first (concurrency: replace)
+
+
+@dataclass(frozen=True)
+class Skip:
+    request: FireRequest
+    code: str
+    reason: str
+
+
+Decision = Launch | Skip
+
+
+def slot_jitter(run_key: str, seconds: float) -> float:
+    """A delay in [0, seconds) derived from the run key: stable for a slot, so a restart keeps it."""
+    if seconds <= 0:
+        return 0.0
+    fraction = int(hashlib.sha256(run_key.encode()).hexdigest()[:8], 16) / 2**32
+    return fraction * seconds
+
+
+def decide(request: FireRequest, state: JobState, policy: Policy, now: datetime) -> Decision:
+    """Launch or skip one request. Manual runs skip the schedule checks (a person asked
+    explicitly) but obey the concurrency policy like any other run. File runs have no slot:
+    the grace window and jitter do not apply to them."""
+    if not state.exists:
+        return Skip(request, "job-removed", f"job {request.job!r} is not in the current config")
+    if request.preskip is not None:
+        return Skip(request, *request.preskip)
+    scheduled = request.trigger != "manual"
+    slot = request.scheduled_for
+    if scheduled:
+        if state.paused:
+            return Skip(request, "paused", "job is paused")
+        if request.trigger == "file" and not policy.in_window(now):
+            return Skip(request, "outside-window", "file arrived outside the job's start/end window")
+        if slot is not None and not policy.in_window(slot):
+            return Skip(request, "outside-window", "slot is outside the job's start/end window")
+        if policy.max_runs is not None and state.launched >= policy.max_runs:
+            return Skip(request, "max-runs", f"max_runs {policy.max_runs} reached")
+        if slot is not None and now - slot > policy.grace:
+            late = (now - slot).total_seconds()
+            return Skip(
+                request,
+                "missed",
+                f"slot is {late:.0f}s late, past the {policy.grace.total_seconds():.0f}s grace window",
+            )
+    concurrency, max_queued = policy.concurrency, policy.max_queued
+    if request.trigger == "catchup" and policy.catchup == "all" and concurrency == "skip":
+        concurrency, max_queued = "queue", max(max_queued, policy.max_catchup)  # missed slots run one by one
+    active = state.running + state.queued
+    replaces: tuple[int, ...] = ()
+    if concurrency == "skip" and active:
+        return Skip(request, "concurrency", f"a previous run of {request.job!r} is still active")
+    if concurrency == "queue" and state.queued >= max_queued:
+        return Skip(request, "queue-full", f"{state.queued} run(s) already queued (max_queued {max_queued})")
+    # A file is not skipped for max_active: it waits as queued, and at most max_active of the
+    # job's runs are started at once (run_limit), so no landed file is dropped for being busy.
+    limited = policy.max_active is not None and active >= policy.max_active and request.trigger != "file"
+    if concurrency == "allow" and limited:
+        return Skip(request, "concurrency", f"{active} run(s) active (max_active {policy.max_active})")
+    if concurrency == "replace":
+        replaces = state.active_ids
+    not_before = None
+    if scheduled and slot is not None and policy.jitter:
+        not_before = slot + timedelta(seconds=slot_jitter(request.run_key, policy.jitter))
+    return Launch(request, not_before, replaces)
+
+
+# How many missed slots are audited one by one per job; the rest go into one summary event.
+AUDIT_EACH = 200
+# How many slots inside one grace window are examined at most (an every-1s job over 24h).
+WINDOW_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Slots a job missed while the daemon was down or the job paused."""
+
+    fire: list[datetime]  # oldest first
+    skipped: list[tuple[datetime, str]]  # (slot, code): coalesced, catchup-none, catchup-limit
+    expired_count: int  # before the grace window
+    first_expired: datetime | None
+
+
+def plan_catch_up(job: Job, last_slot: datetime, now: datetime, policy: Policy) -> CatchUp:
+    """Missed slots in (last_slot, now]: those past the grace window are only counted; inside it,
+    `none` fires nothing, `latest` the newest slot once, `all` the newest max_catchup, oldest first."""
+    window_start = max(last_slot, now - policy.grace)
+    in_window = slots_between(job.trigger, window_start, now, WINDOW_LIMIT)
+    expired = count_slots_between(job.trigger, last_slot, window_start, WINDOW_LIMIT)
+    first = slots_between(job.trigger, last_slot, window_start, 1) if expired else []
+    if policy.catchup == "none":
+        fire, skipped = [], [(slot, "catchup-none") for slot in in_window]
+    elif policy.catchup == "latest":
+        fire, skipped = in_window[-1:], [(slot, "coalesced") for slot in in_window[:-1]]
+    else:
+        cut = max(0, len(in_window) - policy.max_catchup)
+        fire, skipped = in_window[cut:], [(slot, "catchup-limit") for slot in in_window[:cut]]
+    return CatchUp(fire, skipped, expired, first[0] if first else None)
+
+
+def run_limit(policy: Policy) -> int | None:
+    """How many runs of one job may run at once (None: only the global limit applies)."""
+    if policy.concurrency == "allow":
+        return policy.max_active
+    return 1
+
+
+def startable(
+    waiting: list[tuple[int, str]], running: dict[str, int], limits: dict[str, int | None], free: int
+) -> list[int]:
+    """Which queued runs to start now, at most `free` in all, never past a job's own limit.
+
+    `waiting` is (run id, job), oldest first. Jobs take turns: each job's oldest run first, in
+    the order they were queued, then each job's second, and so on; so a job with a long queue
+    (a burst of API triggers) never holds back another job's run, and within a job the oldest
+    run goes first.
+    """
+    per_job: dict[str, list[int]] = {}
+    for run_id, job in waiting:
+        per_job.setdefault(job, []).append(run_id)
+    rounds: list[tuple[int, int, str]] = []  # (turn, run id, job)
+    for job, ids in per_job.items():
+        limit = limits.get(job, 1)
+        room = len(ids) if limit is None else max(0, limit - running.get(job, 0))
+        rounds += [(turn, run_id, job) for turn, run_id in enumerate(ids[:room])]
+    return [run_id for _, run_id, _ in sorted(rounds)[: max(0, free)]]
