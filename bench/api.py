@@ -786,10 +786,11 @@ def trigger_in_process(notes: Notes, seconds: float) -> None:
     sys.path.insert(0, str(REPO))
     from sqlalchemy import event
 
-    from scheduler.api.backend import ApiBackend, api_run_key
+    from scheduler.api.backend import ApiBackend
     from scheduler.api.overrides import Overrides
     from scheduler.config.loader import load_config
-    from scheduler.policy.decide import FireRequest
+    from scheduler.policy.fire_request import FireRequest
+    from scheduler.policy.keys import api_run_key
     from scheduler.store import ledger
     from scheduler.store.catalog import apply_config
     from scheduler.store.engine import open_store

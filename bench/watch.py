@@ -377,7 +377,8 @@ class Folder:
 def build_folder(root: Path, sizes: Sizes) -> Folder:
     """`seen` + `new` small files in one folder, the seen ones recorded in a fresh state database."""
     sys.path.insert(0, str(REPO))
-    from scheduler.store.engine import open_store, watched_files
+    from scheduler.store.engine import open_store
+    from scheduler.store.schema import watched_files
 
     config = write_config(root, f"{SETTLE_START * 1000:.0f}ms")
     folder = root / "incoming"

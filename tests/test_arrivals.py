@@ -9,19 +9,10 @@ from pathlib import Path
 import pytest
 
 from scheduler.config.loader import Job, parse_config
-from scheduler.policy.decide import FireRequest
-from scheduler.watch.arrivals import (
-    MAX_KEY,
-    Batcher,
-    Dispatch,
-    FileSeen,
-    SettleTracker,
-    Stat,
-    file_request,
-    file_run_key,
-    plan_found_at_start,
-    template_values,
-)
+from scheduler.policy.file_runs import Dispatch, FileSeen, file_request, template_values
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import MAX_KEY, file_run_key
+from scheduler.watch.arrivals import Batcher, SettleTracker, Stat, plan_found_at_start
 
 
 def seen(rel: str, size: int = 10, mtime_ns: int = 1_000, digest: str | None = None, **kw: bool) -> FileSeen:

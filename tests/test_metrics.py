@@ -18,12 +18,14 @@ from scheduler.config.loader import load_config
 from scheduler.errors import Problem
 from scheduler.feed.audit_feed import AuditFeed, AuditRecord
 from scheduler.feed.metrics import Metrics
-from scheduler.policy.decide import FireRequest, slot_run_key
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import slot_run_key
 from scheduler.store import audit, ledger
 from scheduler.store.audit import Event
 from scheduler.store.catalog import apply_config, record_rejected_config
-from scheduler.store.engine import Store, open_store, runs
+from scheduler.store.engine import Store, open_store
 from scheduler.store.outcomes import Outcome, record_outcome
+from scheduler.store.schema import runs
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)

@@ -28,9 +28,9 @@ from scheduler.config.loader import Config, load_config
 from scheduler.config.settings import Settings
 from scheduler.daemon.reloader import Reloader
 from scheduler.errors import ConfigError
-from scheduler.policy.decide import FireRequest
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.launch_spec import launch_spec
 from scheduler.runs.preflight import check_request, run_pipeline_check
-from scheduler.store.ledger import launch_spec
 
 TRAINING = "pipelines.training:training_pipeline"
 SCORING = "pipelines.batch_inference:batch_inference_pipeline"

@@ -9,22 +9,11 @@ import pytest
 from freezegun import freeze_time
 
 from scheduler.config.loader import Job, load_config
-from scheduler.policy.decide import (
-    FireRequest,
-    JobState,
-    Launch,
-    Policy,
-    Skip,
-    decide,
-    manual_run_key,
-    plan_catch_up,
-    policy_of,
-    run_limit,
-    slot_jitter,
-    slot_run_key,
-    startable,
-    zenml_run_name,
-)
+from scheduler.policy.catch_up import plan_catch_up
+from scheduler.policy.decide import JobState, Launch, Policy, Skip, decide, policy_of, slot_jitter
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import manual_run_key, slot_run_key, zenml_run_name
+from scheduler.policy.queue_order import run_limit, startable
 
 UTC = timezone.utc
 GRACE = timedelta(minutes=10)

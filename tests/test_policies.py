@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.policy.decide import slot_run_key
+from scheduler.policy.keys import slot_run_key
 from tests.harness import DaemonProcess, Project, wait_for
 from tests.test_runner import group_members
 

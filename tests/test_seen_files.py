@@ -10,10 +10,12 @@ import pytest
 from sqlalchemy import func, select
 
 from scheduler.config.loader import Config, load_config
+from scheduler.policy.file_runs import Dispatch, FileSeen
+from scheduler.policy.keys import file_run_key
 from scheduler.store import inbox
 from scheduler.store.catalog import apply_config
-from scheduler.store.engine import Store, audit, jobs, open_store, runs, watched_files
-from scheduler.watch.arrivals import Dispatch, FileSeen, file_run_key
+from scheduler.store.engine import Store, open_store
+from scheduler.store.schema import audit, jobs, runs, watched_files
 from scheduler.watch.seen_files import fire_files, load_known
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)

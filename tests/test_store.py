@@ -12,10 +12,13 @@ from sqlalchemy import delete, func, insert, select, text, update
 from scheduler.config.loader import load_config
 from scheduler.daemon.lease import Lease, current_holder
 from scheduler.errors import LeaseHeldError, SchemaTooNewError, StateError
-from scheduler.policy.decide import FireRequest, slot_run_key
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import slot_run_key
 from scheduler.store import audit, inbox, ledger
 from scheduler.store.catalog import apply_config, catch_up_requests
-from scheduler.store.engine import MIGRATIONS, jobs, meta, open_store, runs, schema_version
+from scheduler.store.engine import open_store
+from scheduler.store.migrations import MIGRATIONS, schema_version
+from scheduler.store.schema import jobs, meta, runs
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
@@ -54,7 +57,7 @@ def test_older_schema_is_migrated_in_order(db_url: str, monkeypatch: pytest.Monk
         conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
         applied.append(2)
 
-    monkeypatch.setattr("scheduler.store.engine.MIGRATIONS", [*MIGRATIONS, add_notes_table])
+    monkeypatch.setattr("scheduler.store.migrations.MIGRATIONS", [*MIGRATIONS, add_notes_table])
     store = open_store(db_url)
     with store.write() as conn:
         conn.execute(text("INSERT INTO notes (id, body) VALUES (1, 'x')"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.policy.decide import FINAL_STATUSES as FINAL
+from scheduler.policy.fire_request import FINAL_STATUSES as FINAL
 from tests import zenml_env
 from tests.harness import REPO, DaemonProcess, Project, wait_for
 from tests.test_policies import audit_of, runs_of, start

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config.loader import parse_config
-from scheduler.watch.arrivals import Dispatch
+from scheduler.policy.file_runs import Dispatch
 from scheduler.watch.folder_watcher import FolderWatcher
 from scheduler.watch.seen_files import Known, Notice
 

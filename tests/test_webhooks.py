@@ -23,7 +23,8 @@ from scheduler.config.loader import Config, load_config
 from scheduler.feed.audit_feed import AuditFeed, AuditRecord, head_id, records_after
 from scheduler.feed.webhooks import WebhookSender, notify_event
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import Store, open_store, runs
+from scheduler.store.engine import Store, open_store
+from scheduler.store.schema import runs
 
 SECRET = "s3cr3t-signing-key"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

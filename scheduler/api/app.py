@@ -26,7 +26,7 @@ from scheduler.api.rate_limit import RateLimiter, retry_after_header
 from scheduler.api.trigger_recorder import IdempotencyConflict
 from scheduler.config.watch_spec import templated_keys
 from scheduler.feed.metrics import Metrics
-from scheduler.policy.decide import ACTIVE_STATUSES, FINAL_STATUSES
+from scheduler.policy.fire_request import ACTIVE_STATUSES, FINAL_STATUSES
 
 STATUSES = (*ACTIVE_STATUSES, *FINAL_STATUSES)
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # visible ASCII: it becomes part of the run key

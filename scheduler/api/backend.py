@@ -21,12 +21,13 @@ from sqlalchemy import func, select, text
 from scheduler.api.overrides import Overrides
 from scheduler.api.trigger_recorder import Triggered, TriggerRecorder
 from scheduler.config.loader import Config, Job
-from scheduler.policy.decide import manual_run_key
+from scheduler.policy.keys import api_run_key, manual_run_key
 from scheduler.store import inbox
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import Store, jobs, runs
+from scheduler.store.engine import Store
 from scheduler.store.ledger import FireResult
 from scheduler.store.run_records import latest_attempt, run_record
+from scheduler.store.schema import jobs, runs
 from scheduler.timing.triggers import fire_times
 
 log = logging.getLogger("zenml_scheduler.api")
@@ -36,11 +37,6 @@ NEXT_FIRES = 5
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def api_run_key(job: str, idempotency_key: str) -> str:
-    """The run key of an API trigger with an Idempotency-Key: the same key always names the same run."""
-    return f"{job}@api:{idempotency_key}"
 
 
 class AuditWriter:

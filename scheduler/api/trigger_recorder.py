@@ -24,11 +24,13 @@ from sqlalchemy import select
 
 from scheduler.api.overrides import Overrides
 from scheduler.config.loader import Config, Job
-from scheduler.policy.decide import FireRequest
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.launch_spec import launch_spec
 from scheduler.store import ledger
-from scheduler.store.engine import Store, runs
-from scheduler.store.ledger import FireResult, launch_spec
+from scheduler.store.engine import Store
+from scheduler.store.ledger import FireResult
 from scheduler.store.run_records import latest_attempts, run_record
+from scheduler.store.schema import runs
 
 log = logging.getLogger("zenml_scheduler.api")
 

@@ -28,11 +28,13 @@ from scheduler.config.settings import Settings, load_settings, masked_url
 from scheduler.config.watch_spec import templated_keys
 from scheduler.daemon.lease import current_holder
 from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
-from scheduler.policy.decide import FINAL_STATUSES, manual_run_key
+from scheduler.policy.fire_request import FINAL_STATUSES
+from scheduler.policy.keys import manual_run_key
 from scheduler.store import inbox
-from scheduler.store.engine import Store, jobs, open_store
+from scheduler.store.engine import Store, open_store
 from scheduler.store.run_records import latest_attempt
 from scheduler.store.run_records import run_record as run_dict
+from scheduler.store.schema import jobs
 from scheduler.timing.triggers import fire_times
 
 

@@ -16,11 +16,13 @@ from scheduler.config.loader import Config, Job
 from scheduler.config.settings import Settings, masked_url
 from scheduler.daemon.lease import current_holder
 from scheduler.errors import DaemonNotRunningError
-from scheduler.policy.decide import plan_catch_up, policy_of
+from scheduler.policy.catch_up import plan_catch_up
+from scheduler.policy.decide import policy_of
 from scheduler.policy.reload_diff import Diff, diff_jobs
 from scheduler.store import inbox
 from scheduler.store.catalog import stored_specs
-from scheduler.store.engine import jobs, open_store
+from scheduler.store.engine import open_store
+from scheduler.store.schema import jobs
 from scheduler.timing.triggers import dst_note, fire_times
 
 

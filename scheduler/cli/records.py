@@ -12,10 +12,11 @@ from sqlalchemy import select
 
 from scheduler.cli.text_table import render_table
 from scheduler.config.settings import Settings
-from scheduler.policy.decide import FINAL_STATUSES
+from scheduler.policy.fire_request import FINAL_STATUSES
 from scheduler.store import audit as audit_trail
-from scheduler.store.engine import open_store, runs
+from scheduler.store.engine import open_store
 from scheduler.store.run_records import run_record as run_dict
+from scheduler.store.schema import runs
 
 
 def register(

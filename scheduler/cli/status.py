@@ -14,8 +14,9 @@ from scheduler.cli.text_table import render_table
 from scheduler.config.loader import load_config
 from scheduler.config.settings import Settings
 from scheduler.errors import NotFoundError
-from scheduler.store.engine import Store, jobs, open_store, runs
+from scheduler.store.engine import Store, open_store
 from scheduler.store.outcomes import clear_errors
+from scheduler.store.schema import jobs, runs
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -17,7 +17,8 @@ from sqlalchemy import insert, select, update
 
 from scheduler.errors import LeaseHeldError, StateError
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import Store, lease
+from scheduler.store.engine import Store
+from scheduler.store.schema import lease
 
 LEASE_ID = 1
 

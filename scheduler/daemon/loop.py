@@ -33,7 +33,11 @@ from scheduler.daemon.sd_notify import Notifier
 from scheduler.daemon.services import Services
 from scheduler.daemon.timer import Clock
 from scheduler.errors import ConfigError
-from scheduler.policy.decide import FireRequest, policy_of, run_limit, slot_run_key
+from scheduler.policy.decide import policy_of
+from scheduler.policy.file_runs import Dispatch
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import slot_run_key
+from scheduler.policy.queue_order import run_limit
 from scheduler.policy.reload_diff import retime_needed
 from scheduler.runs.launcher import Launcher
 from scheduler.runs.runner import Runner
@@ -43,7 +47,6 @@ from scheduler.store.engine import Store
 from scheduler.store.ledger import FireResult
 from scheduler.store.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
 from scheduler.timing.durations import format_duration
-from scheduler.watch.arrivals import Dispatch
 from scheduler.watch.seen_files import Notice, fire_files, record_notices
 from scheduler.watch.watchers import WatchSet
 

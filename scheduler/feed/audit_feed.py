@@ -19,7 +19,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from scheduler.store.engine import Store, audit
+from scheduler.store.engine import Store
+from scheduler.store.schema import audit
 
 log = logging.getLogger("zenml_scheduler.audit_feed")
 

@@ -8,50 +8,11 @@ file system, so every rule is tested as a table.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from scheduler.config.loader import Job
-from scheduler.timing.triggers import count_slots_between, slots_between
-
-TriggerKind = Literal["schedule", "catchup", "manual", "file"]
-
-# Terminal and non-terminal run statuses, as stored and shown by `history`.
-ACTIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("succeeded", "failed", "skipped", "cancelled", "timed_out", "lost")
-
-
-def utc_iso(instant: datetime) -> str:
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def slot_run_key(job: str, slot: datetime) -> str:
-    """The run key of a scheduled slot: the same slot always gets the same key."""
-    return f"{job}@{utc_iso(slot)}"
-
-
-def manual_run_key(job: str, requested_at: datetime, nonce: str) -> str:
-    return f"{job}@manual:{utc_iso(requested_at)}#{nonce}"
-
-
-def zenml_run_name(job: str, run_key: str, attempt: int, when: datetime) -> str:
-    """A unique, readable ZenML run name; the suffix keeps it unique across state databases."""
-    suffix = hashlib.sha256(f"{run_key}#{attempt}".encode()).hexdigest()[:8]
-    return f"{job}-{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{suffix}"
-
-
-@dataclass(frozen=True)
-class FireRequest:
-    job: str
-    trigger: TriggerKind
-    run_key: str
-    source: str
-    scheduled_for: datetime | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    preskip: tuple[str, str] | None = None  # (code, reason) decided earlier: recorded as skipped
-    files: tuple[dict[str, Any], ...] = ()  # the files a file-triggered run is for, as audited
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> input -> value, over the job's steps
+from scheduler.policy.fire_request import FireRequest
 
 
 @dataclass(frozen=True)
@@ -166,64 +127,3 @@ def decide(request: FireRequest, state: JobState, policy: Policy, now: datetime)
     if scheduled and slot is not None and policy.jitter:
         not_before = slot + timedelta(seconds=slot_jitter(request.run_key, policy.jitter))
     return Launch(request, not_before, replaces)
-
-
-# How many missed slots are audited one by one per job; the rest go into one summary event.
-AUDIT_EACH = 200
-# How many slots inside one grace window are examined at most (an every-1s job over 24h).
-WINDOW_LIMIT = 100_000
-
-
-@dataclass(frozen=True)
-class CatchUp:
-    """Slots a job missed while the daemon was down or the job paused."""
-
-    fire: list[datetime]  # oldest first
-    skipped: list[tuple[datetime, str]]  # (slot, code): coalesced, catchup-none, catchup-limit
-    expired_count: int  # before the grace window
-    first_expired: datetime | None
-
-
-def plan_catch_up(job: Job, last_slot: datetime, now: datetime, policy: Policy) -> CatchUp:
-    """Missed slots in (last_slot, now]: those past the grace window are only counted; inside it,
-    `none` fires nothing, `latest` the newest slot once, `all` the newest max_catchup, oldest first."""
-    window_start = max(last_slot, now - policy.grace)
-    in_window = slots_between(job.trigger, window_start, now, WINDOW_LIMIT)
-    expired = count_slots_between(job.trigger, last_slot, window_start, WINDOW_LIMIT)
-    first = slots_between(job.trigger, last_slot, window_start, 1) if expired else []
-    if policy.catchup == "none":
-        fire, skipped = [], [(slot, "catchup-none") for slot in in_window]
-    elif policy.catchup == "latest":
-        fire, skipped = in_window[-1:], [(slot, "coalesced") for slot in in_window[:-1]]
-    else:
-        cut = max(0, len(in_window) - policy.max_catchup)
-        fire, skipped = in_window[cut:], [(slot, "catchup-limit") for slot in in_window[:cut]]
-    return CatchUp(fire, skipped, expired, first[0] if first else None)
-
-
-def run_limit(policy: Policy) -> int | None:
-    """How many runs of one job may run at once (None: only the global limit applies)."""
-    if policy.concurrency == "allow":
-        return policy.max_active
-    return 1
-
-
-def startable(
-    waiting: list[tuple[int, str]], running: dict[str, int], limits: dict[str, int | None], free: int
-) -> list[int]:
-    """Which queued runs to start now, at most `free` in all, never past a job's own limit.
-
-    `waiting` is (run id, job), oldest first. Jobs take turns: each job's oldest run first, in
-    the order they were queued, then each job's second, and so on; so a job with a long queue
-    (a burst of API triggers) never holds back another job's run, and within a job the oldest
-    run goes first.
-    """
-    per_job: dict[str, list[int]] = {}
-    for run_id, job in waiting:
-        per_job.setdefault(job, []).append(run_id)
-    rounds: list[tuple[int, int, str]] = []  # (turn, run id, job)
-    for job, ids in per_job.items():
-        limit = limits.get(job, 1)
-        room = len(ids) if limit is None else max(0, limit - running.get(job, 0))
-        rounds += [(turn, run_id, job) for turn, run_id in enumerate(ids[:room])]
-    return [run_id for _, run_id, _ in sorted(rounds)[: max(0, free)]]

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.config.loader import Config
-from scheduler.policy.decide import startable, zenml_run_name
+from scheduler.policy.keys import zenml_run_name
+from scheduler.policy.queue_order import startable
 from scheduler.runs.runner import Runner
 from scheduler.store import ledger
 from scheduler.store.engine import Store

@@ -20,8 +20,8 @@ from typing import Any
 
 from scheduler.config.loader import Config, Job
 from scheduler.errors import ConfigError, Problem, SchedulerError
+from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
 from scheduler.runs.runner import child_env
-from scheduler.watch.arrivals import Dispatch, FileSeen, file_request
 
 CHECK_MODULE = "scheduler.child.check"
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from scheduler.store.engine import after_commit, audit, meta
+from scheduler.store.engine import after_commit
+from scheduler.store.schema import audit, meta
 
 log = logging.getLogger("zenml_scheduler.audit")
 

@@ -12,10 +12,13 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from scheduler.config.loader import Config, Job
 from scheduler.errors import Problem
-from scheduler.policy.decide import AUDIT_EACH, FireRequest, plan_catch_up, policy_of, slot_run_key, utc_iso
+from scheduler.policy.catch_up import AUDIT_EACH, plan_catch_up
+from scheduler.policy.decide import policy_of
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import slot_run_key, utc_iso
 from scheduler.policy.reload_diff import Diff, diff_jobs, trigger_changed
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import jobs
+from scheduler.store.schema import jobs
 
 
 def stored_specs(conn: Connection) -> dict[str, dict[str, Any]]:

@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
-from scheduler.policy.decide import FireRequest
+from scheduler.policy.fire_request import FireRequest
+from scheduler.policy.keys import reload_request_key, resume_request_key
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import jobs, requests
+from scheduler.store.schema import jobs, requests
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,13 @@ def set_paused(conn: Connection, job: str, paused: bool, source: str, now: datet
     )
     if row.paused and not paused:  # tell the daemon, which catches up the slots missed meanwhile
         nonce = uuid.uuid4().hex[:8]
-        conn.execute(insert(requests).values(kind="resume", job=job, run_key=f"{job}@resume:{now.isoformat()}#{nonce}",
+        conn.execute(insert(requests).values(kind="resume", job=job, run_key=resume_request_key(job, now, nonce),
                                              source=source, created_at=now))  # fmt: skip
     return True
 
 
 def request_reload(conn: Connection, source: str, now: datetime) -> None:
     """Ask the running daemon to reload its config (it validates first, like on a file change)."""
-    key = f"*@reload:{now.isoformat()}#{uuid.uuid4().hex[:8]}"
+    key = reload_request_key(now, uuid.uuid4().hex[:8])
     conn.execute(insert(requests).values(kind="reload", job="*", run_key=key, source=source, created_at=now))
     append(conn, now, [Event("reload-requested", source)])

@@ -7,7 +7,7 @@ audit events that explain it commit together or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,41 +15,14 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from scheduler.config.loader import Config, Job
-from scheduler.policy.decide import (
-    ACTIVE_STATUSES,
-    FireRequest,
-    JobState,
-    Launch,
-    Policy,
-    Skip,
-    decide,
-    policy_of,
-)
+from scheduler.config.loader import Config
+from scheduler.policy.decide import JobState, Launch, Policy, Skip, decide, policy_of
+from scheduler.policy.fire_request import ACTIVE_STATUSES, FireRequest
+from scheduler.policy.launch_spec import launch_spec
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import jobs, runs
+from scheduler.store.schema import jobs, runs
 
 DAEMON = "daemon"
-
-
-def launch_spec(
-    job: Job, overrides: dict[str, Any], step_overrides: Mapping[str, Mapping[str, Any]] | None = None
-) -> dict[str, Any]:
-    """The fully resolved inputs of one run, as stored on its row and shown in the audit trail.
-
-    `overrides` replace pipeline parameters; `step_overrides` (step -> input -> value) replace or
-    add step parameters, keeping the job's other parameters of that step.
-    """
-    steps = {name: step.model_dump() for name, step in job.spec.steps.items()}
-    for name, values in (step_overrides or {}).items():
-        configured = steps.get(name, {})
-        steps[name] = {**configured, "parameters": {**configured.get("parameters", {}), **values}}
-    return {
-        "pipeline": job.spec.pipeline,
-        "parameters": {**job.spec.parameters, **overrides},
-        "steps": steps,
-        "enable_cache": job.spec.enable_cache,
-    }
 
 
 @dataclass(frozen=True)

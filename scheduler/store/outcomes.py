@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from scheduler.config.loader import Config
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import jobs, runs
+from scheduler.store.schema import jobs, runs
 
 DAEMON = "daemon"
 # Outcomes that count as a failure of the slot (and are retried when the job allows it).

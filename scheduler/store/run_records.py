@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from scheduler.store.engine import runs
+from scheduler.store.schema import runs
 
 
 def _iso(value: datetime | None) -> str | None:

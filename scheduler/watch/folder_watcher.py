@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from scheduler.config.loader import Job
-from scheduler.watch.arrivals import Batcher, Dispatch, FileSeen, SettleTracker, Stat, plan_found_at_start
+from scheduler.policy.file_runs import Dispatch, FileSeen
+from scheduler.watch.arrivals import Batcher, SettleTracker, Stat, plan_found_at_start
 from scheduler.watch.seen_files import Known, Notice
 
 log = logging.getLogger("zenml_scheduler.watcher")

@@ -14,10 +14,10 @@ from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.config.loader import Config
+from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
 from scheduler.store import ledger
 from scheduler.store.audit import Event, append
-from scheduler.store.engine import jobs, watched_files
-from scheduler.watch.arrivals import Dispatch, FileSeen, file_request
+from scheduler.store.schema import jobs, watched_files
 
 WATCHER = "watcher"
 

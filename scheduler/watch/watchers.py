@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from scheduler.config.loader import Config
+from scheduler.policy.file_runs import Dispatch
 from scheduler.store.engine import Store
-from scheduler.watch.arrivals import Dispatch
 from scheduler.watch.folder_watcher import Emit, FolderWatcher
 from scheduler.watch.seen_files import Known, load_known
 

@@ -1,0 +1,73 @@
+"""Versioned schema migrations: a database made by an older release is upgraded at open, one
+written by a newer release is refused rather than damaged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, inspect, select, text
+
+from scheduler.errors import SchemaTooNewError
+from scheduler.store.schema import meta, metadata, runs, watched_files
+
+if TYPE_CHECKING:
+    from scheduler.store.engine import Store
+
+
+# Each entry upgrades the schema from version N to N+1 for databases created by older releases.
+# A new database is created at schema_version() directly from `metadata`.
+def _v2_policies(conn: Connection) -> None:
+    """Dispatch state per job, run back-off, and request kinds (firing policies)."""
+    for statement in (
+        "ALTER TABLE jobs ADD COLUMN launched INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN last_dispatch VARCHAR(40)",
+        "ALTER TABLE jobs ADD COLUMN last_dispatch_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN error_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN first_error_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN last_error_at TIMESTAMP",
+        "ALTER TABLE jobs ADD COLUMN last_error TEXT",
+        "ALTER TABLE runs ADD COLUMN not_before TIMESTAMP",
+        "ALTER TABLE requests ADD COLUMN kind VARCHAR(20) NOT NULL DEFAULT 'run'",
+    ):
+        conn.execute(text(statement))
+    conn.execute(text("UPDATE jobs SET launched = runs_total"))
+
+
+def _v3_watched_files(conn: Connection) -> None:
+    """The files watch jobs have seen (file-watch triggers)."""
+    watched_files.create(conn)
+
+
+def _v4_runs_job_status_index(conn: Connection) -> None:
+    """Count and pick a job's queued runs from an index (the HTTP API's bursts)."""
+    next(index for index in runs.indexes if index.name == "ix_runs_job_status_id").create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies, _v3_watched_files, _v4_runs_job_status_index]
+
+
+def schema_version() -> int:
+    return 1 + len(MIGRATIONS)
+
+
+def migrate(store: Store) -> int:
+    """Bring the schema to schema_version(); return the version found before."""
+    with store.write() as conn:
+        if not store.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
+        if not inspect(conn).has_table("meta"):
+            metadata.create_all(conn)
+            conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
+            return 0
+        found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
+        if found > schema_version():
+            raise SchemaTooNewError(
+                f"state database schema version {found} is newer than this zenml-scheduler "
+                f"supports ({schema_version()}); upgrade zenml-scheduler"
+            )
+        for version in range(found, schema_version()):
+            MIGRATIONS[version - 1](conn)
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(schema_version())))
+        return found

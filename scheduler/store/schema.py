@@ -1,0 +1,176 @@
+"""The state database's tables, as SQLAlchemy Core metadata (the one place they are declared)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored naive-UTC on every engine."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the state database")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+lease = Table(
+    "lease",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("holder", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_start", String(32)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("config_path", Text),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("spec_json", Text, nullable=False),
+    Column("digest", String(16), nullable=False),
+    Column("trigger", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_reason", Text),
+    Column("last_slot", UTCDateTime),
+    Column("next_fire_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("removed_at", UTCDateTime),
+    Column("runs_total", Integer, nullable=False, default=0),
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("last_outcome", String(20)),
+    Column("last_outcome_at", UTCDateTime),
+    Column("last_run_key", String(400)),
+    # dispatch state (schema 2)
+    Column("launched", Integer, nullable=False, default=0),
+    Column("last_dispatch", String(40)),
+    Column("last_dispatch_at", UTCDateTime),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("first_error_at", UTCDateTime),
+    Column("last_error_at", UTCDateTime),
+    Column("last_error", Text),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_key", String(400), nullable=False),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("job", String(100), nullable=False),
+    Column("trigger", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("scheduled_for", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("pid", Integer),
+    Column("pid_start", String(32)),
+    Column("exit_code", Integer),
+    Column("zenml_run_id", String(64)),
+    Column("zenml_run_name", String(255)),
+    Column("error", Text),
+    Column("parameters_json", Text),
+    Column("log_path", Text),
+    Column("config_revision", String(16)),
+    Column("source", String(200), nullable=False),
+    Column("not_before", UTCDateTime),  # schema 2: jitter and retry back-off
+    UniqueConstraint("run_key", "attempt", name="uq_runs_run_key_attempt"),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_job_id", "job", "id"),
+    # schema 4: a job's active runs are counted for every fire; a backlog of thousands queued
+    # (an API burst) must not make each count scan them
+    Index("ix_runs_job_status_id", "job", "status", "id"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(20), nullable=False, default="run"),  # schema 2: run | resume
+    Column("job", String(100), nullable=False),
+    Column("run_key", String(400), nullable=False, unique=True),
+    Column("parameters_json", Text),
+    Column("source", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("handled_at", UTCDateTime),
+    Index("ix_requests_pending", "handled_at"),
+)
+
+# Every file a watch job dispatched, skipped or refused: the memory that makes each file run once,
+# written in the same transaction as its run row. `version` is '' (on_modified: ignore, a path runs
+# once) or the content digest (retrigger: new content runs again).
+watched_files = Table(
+    "watched_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job", String(100), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("run_key", String(400)),
+    Column("status", String(20), nullable=False),  # dispatched | skipped
+    Column("seen_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job", "path", "version", name="uq_watched_files_job_path_version"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("job", String(100)),
+    Column("run_key", String(400)),
+    Column("source", String(200), nullable=False),
+    Column("config_revision", String(16)),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_job", "job"),
+)
