@@ -781,7 +781,7 @@ BATCH = 8  # triggers per transaction in the in-process group-commit window
 def trigger_in_process(notes: Notes, seconds: float) -> None:
     """`ApiBackend.trigger` called directly in this process, each window on a fresh state database:
     no HTTP, no main loop, no children. What one trigger costs below the HTTP layer, with 1 and 8
-    callers, how that grows with a backlog of queued runs, and, for scale, `ledger.fire` recording
+    callers, how that grows with a backlog of queued runs, and, for scale, `fires.fire` recording
     BATCH triggers per write transaction."""
     sys.path.insert(0, str(REPO))
     from sqlalchemy import event
@@ -791,7 +791,7 @@ def trigger_in_process(notes: Notes, seconds: float) -> None:
     from scheduler.config.loader import load_config
     from scheduler.policy.fire_request import FireRequest
     from scheduler.policy.keys import api_run_key
-    from scheduler.store import ledger
+    from scheduler.store import fires
     from scheduler.store.catalog import apply_config
     from scheduler.store.engine import open_store
 
@@ -810,7 +810,7 @@ def trigger_in_process(notes: Notes, seconds: float) -> None:
             with store.write() as conn:
                 apply_config(conn, config, now, "bench")
                 if backlog:
-                    ledger.fire(conn, [request(next(keys)) for _ in range(backlog)], config, now, grace)
+                    fires.fire(conn, [request(next(keys)) for _ in range(backlog)], config, now, grace)
             backend = ApiBackend(store, lambda: config, grace, lambda _: None, lambda: {"scheduler": True})
             helpers = [getattr(backend, name) for name in ("recorder",) if hasattr(backend, name)]
             for helper in helpers:  # a backend that records triggers on a thread of its own
@@ -824,7 +824,7 @@ def trigger_in_process(notes: Notes, seconds: float) -> None:
                 def one() -> None:
                     if batch:
                         with store.write() as conn:
-                            ledger.fire(conn, [request(next(keys)) for _ in range(batch)], config, now, grace)
+                            fires.fire(conn, [request(next(keys)) for _ in range(batch)], config, now, grace)
                     else:
                         backend.trigger(API_JOB, Overrides(), next(keys), "api:bench")
 
@@ -857,7 +857,7 @@ def trigger_in_process(notes: Notes, seconds: float) -> None:
         f"in process, ApiBackend.trigger called directly (no HTTP, no main loop, no children), {seconds:.0f} s "
         f"windows, each on a fresh database: {single.text()}, {single.statements:.1f} SQL statements per trigger; "
         f"{contended.text()}, {contended.statements:.1f} statements per trigger; 1 thread with {BACKLOG} runs of "
-        f"the job already queued: {backlogged.text()}. For scale, ledger.fire alone with {BATCH} triggers per "
+        f"the job already queued: {backlogged.text()}. For scale, fires.fire alone with {BATCH} triggers per "
         f"write transaction (the latency is the batch's): {batched.text()}."
     )
 

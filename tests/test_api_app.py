@@ -10,13 +10,14 @@ from fastapi.testclient import TestClient
 
 from scheduler.api.app import build_app
 from scheduler.api.backend import ApiBackend
-from scheduler.api.keys import KeyRing, StoredKey, hash_key
+from scheduler.api.keys import KeyRing, hash_key
 from scheduler.api.rate_limit import RateLimiter
 from scheduler.config.loader import load_config
+from scheduler.config.stored_keys import StoredKey
 from scheduler.feed.metrics import Metrics
 from scheduler.store import audit
 from scheduler.store.engine import open_store
-from scheduler.store.ledger import FireResult
+from scheduler.store.fires import FireResult
 
 KEY = "zsk_test-key"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.api.keys import KeyRing, StoredKey, create_key, hash_key, read_key_file, revoke_key
+from scheduler.api.keys import KeyRing, create_key, hash_key, read_key_file, revoke_key
 from scheduler.api.rate_limit import RateLimiter, retry_after_header
+from scheduler.config.stored_keys import StoredKey
 from scheduler.errors import SettingsError
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config.loader import Job, parse_config
+from scheduler.config.loader import parse_config
+from scheduler.config.model import Job
 from scheduler.policy.file_runs import Dispatch, FileSeen, file_request, template_values
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import MAX_KEY, file_run_key

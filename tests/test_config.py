@@ -8,7 +8,8 @@ import pytest
 
 from scheduler.config.loader import load_config
 from scheduler.errors import ConfigError
-from scheduler.timing.triggers import CronTrigger, IntervalTrigger, OneOffTrigger
+from scheduler.timing.cron_trigger import CronTrigger
+from scheduler.timing.triggers import IntervalTrigger, OneOffTrigger
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -20,7 +20,7 @@ from scheduler.feed.audit_feed import AuditFeed, AuditRecord
 from scheduler.feed.metrics import Metrics
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import slot_run_key
-from scheduler.store import audit, ledger
+from scheduler.store import audit, fires, ledger
 from scheduler.store.audit import Event
 from scheduler.store.catalog import apply_config, record_rejected_config
 from scheduler.store.engine import Store, open_store
@@ -288,7 +288,7 @@ def test_end_to_end_from_the_audit_table(tmp_path: Path) -> None:
         apply_config(conn, config, NOW - timedelta(hours=1), "daemon")  # startup load: not a reload
         apply_config(conn, config, NOW - timedelta(minutes=30), "reload")
         record_rejected_config(conn, path, [Problem(str(path), 3, 5, "nope")], NOW - timedelta(minutes=20), "reload")
-        fired = ledger.fire(conn, [request, request], config, NOW, GRACE)  # the second is a duplicate
+        fired = fires.fire(conn, [request, request], config, NOW, GRACE)  # the second is a duplicate
     assert len(fired.queued) == 1
     feed.step()
     s = scrape(metrics)

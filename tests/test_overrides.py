@@ -24,7 +24,8 @@ from scheduler.api.overrides import (
     tutorial_overrides,
 )
 from scheduler.cli.run import load_checked
-from scheduler.config.loader import Config, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.daemon.reloader import Reloader
 from scheduler.errors import ConfigError

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from scheduler.config.loader import Job, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Job
 from scheduler.policy.catch_up import plan_catch_up
 from scheduler.policy.decide import JobState, Launch, Policy, Skip, decide, policy_of, slot_jitter
 from scheduler.policy.fire_request import FireRequest

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from scheduler.config.loader import Config, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Config
 from scheduler.policy.file_runs import Dispatch, FileSeen
 from scheduler.policy.keys import file_run_key
 from scheduler.store import inbox

@@ -14,7 +14,7 @@ from scheduler.daemon.lease import Lease, current_holder
 from scheduler.errors import LeaseHeldError, SchemaTooNewError, StateError
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import slot_run_key
-from scheduler.store import audit, inbox, ledger
+from scheduler.store import audit, fires, inbox, ledger
 from scheduler.store.catalog import apply_config, catch_up_requests
 from scheduler.store.engine import open_store
 from scheduler.store.migrations import MIGRATIONS, schema_version
@@ -95,7 +95,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path: Path, confi
         )
     with store.write() as c:  # and the upgraded database works as a new one would
         apply_config(c, config, NOW, "test")
-        result = ledger.fire(c, [FireRequest("b", "schedule", slot_run_key("b", NOW), "test", NOW)], config, NOW, GRACE)
+        result = fires.fire(c, [FireRequest("b", "schedule", slot_run_key("b", NOW), "test", NOW)], config, NOW, GRACE)
     assert len(result.queued) == 1
 
 
@@ -126,9 +126,9 @@ def test_same_slot_is_recorded_once(db_url: str, config) -> None:
     req = FireRequest("a", "schedule", slot_run_key("a", slot), "test", slot)
     with store.write() as conn:
         apply_config(conn, config, NOW - timedelta(hours=1), "test")
-        first = ledger.fire(conn, [req], config, NOW, GRACE)
+        first = fires.fire(conn, [req], config, NOW, GRACE)
     with store.write() as conn:
-        second = ledger.fire(conn, [req, req], config, NOW, GRACE)
+        second = fires.fire(conn, [req, req], config, NOW, GRACE)
     assert len(first.queued) == 1 and first.duplicates == 0
     assert second.queued == [] and second.duplicates == 2
     with store.read() as conn:
@@ -147,7 +147,7 @@ def test_paused_slot_is_audited_and_left_for_catch_up_on_resume(db_url: str, con
         apply_config(conn, config, start, "test")
         assert inbox.set_paused(conn, "a", True, "test", start)
         slot = NOW - timedelta(minutes=2)
-        result = ledger.fire(
+        result = fires.fire(
             conn, [FireRequest("a", "schedule", slot_run_key("a", slot), "test", slot)], config, NOW, GRACE
         )
     assert result.skipped == 1 and result.queued == []

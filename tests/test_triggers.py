@@ -10,12 +10,12 @@ import pytest
 from croniter import croniter
 from freezegun import freeze_time
 
+from scheduler.timing.cron import TriggerError
+from scheduler.timing.cron_trigger import CronTrigger
 from scheduler.timing.triggers import (
-    CronTrigger,
     IntervalTrigger,
     OneOffTrigger,
     Trigger,
-    TriggerError,
     count_slots_between,
     dst_note,
     fire_times,

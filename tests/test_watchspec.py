@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scheduler.config.loader import Config, parse_config
+from scheduler.config.loader import parse_config
+from scheduler.config.model import Config
 from scheduler.config.watch_spec import WatchSpec, render_parameters, template_problems, templated_keys
 from scheduler.errors import ConfigError
 from scheduler.timing.triggers import FileTrigger

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from scheduler.config.loader import Config, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Config
 from scheduler.feed.audit_feed import AuditFeed, AuditRecord, head_id, records_after
 from scheduler.feed.webhooks import WebhookSender, notify_event
 from scheduler.store.audit import Event, append

@@ -1,6 +1,6 @@
 """What the HTTP API may do to the daemon: a narrow handle over its state database and config.
 
-Triggers are recorded by `api_triggers.TriggerRecorder` through the same `ledger.fire` the main
+Triggers are recorded by `api_triggers.TriggerRecorder` through the same `fires.fire` the main
 loop uses, so the caller gets its run record back at once; what only the main loop may do (wake
 the launcher, stop a replaced run) is handed to it through its inbox. Reads go straight to the
 database. The API's own audit events are written in batches by `AuditWriter`.
@@ -20,12 +20,12 @@ from sqlalchemy import func, select, text
 
 from scheduler.api.overrides import Overrides
 from scheduler.api.trigger_recorder import Triggered, TriggerRecorder
-from scheduler.config.loader import Config, Job
+from scheduler.config.model import Config, Job
 from scheduler.policy.keys import api_run_key, manual_run_key
 from scheduler.store import inbox
 from scheduler.store.audit import Event, append
 from scheduler.store.engine import Store
-from scheduler.store.ledger import FireResult
+from scheduler.store.fires import FireResult
 from scheduler.store.run_records import latest_attempt, run_record
 from scheduler.store.schema import jobs, runs
 from scheduler.timing.triggers import fire_times

@@ -20,31 +20,14 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from scheduler.config.stored_keys import Scope, StoredKey
 from scheduler.errors import SettingsError
 
-Scope = Literal["read", "trigger", "admin"]
-SCOPE_RANK: dict[str, int] = {"read": 1, "trigger": 2, "admin": 3}
 KEY_PREFIX = "zsk_"
 HASH_PREFIX = "sha256:"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
-
-
-class StoredKey(BaseModel):
-    """One key as stored: its name (shown in the audit trail), scopes and hash, never the key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=NAME_PATTERN)
-    scopes: tuple[Scope, ...] = Field(min_length=1)
-    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    created_at: str | None = None
-
-    def allows(self, needed: Scope) -> bool:
-        return max(SCOPE_RANK[s] for s in self.scopes) >= SCOPE_RANK[needed]
 
 
 def hash_key(key: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from scheduler.config.loader import Config, Job
+from scheduler.config.model import Config, Job
 
 Loc = tuple[str | int, ...]
 BODY_FIELDS = ("parameters", "steps")

@@ -23,12 +23,12 @@ from typing import Any
 from sqlalchemy import select
 
 from scheduler.api.overrides import Overrides
-from scheduler.config.loader import Config, Job
+from scheduler.config.model import Config, Job
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.launch_spec import launch_spec
-from scheduler.store import ledger
+from scheduler.store import fires
 from scheduler.store.engine import Store
-from scheduler.store.ledger import FireResult
+from scheduler.store.fires import FireResult
 from scheduler.store.run_records import latest_attempts, run_record
 from scheduler.store.schema import runs
 
@@ -130,7 +130,7 @@ class TriggerRecorder:
                                 parameters=p.overrides.parameters, steps=p.overrides.steps)
                     for p in fresh.values()
                 ]  # fmt: skip
-                result = ledger.fire(conn, requests, config, now, self.grace) if requests else None
+                result = fires.fire(conn, requests, config, now, self.grace) if requests else None
                 latest = latest_attempts(conn, keys)
         except Exception as exc:  # the database is away: every waiting request gets the error
             log.exception("recording %d API trigger(s) failed", len(batch))

@@ -7,9 +7,10 @@ from typing import Any, cast
 
 import click
 
-from scheduler.api.keys import Scope, create_key, read_key_file, revoke_key
+from scheduler.api.keys import create_key, read_key_file, revoke_key
 from scheduler.cli.text_table import render_table
 from scheduler.config.settings import Settings
+from scheduler.config.stored_keys import Scope
 from scheduler.errors import NotFoundError
 
 

@@ -23,7 +23,8 @@ import yaml
 from sqlalchemy import select
 
 from scheduler.cli.text_table import render_table
-from scheduler.config.loader import Config, Job, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Config, Job
 from scheduler.config.settings import Settings, load_settings, masked_url
 from scheduler.config.watch_spec import templated_keys
 from scheduler.daemon.lease import current_holder

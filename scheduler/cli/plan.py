@@ -12,7 +12,7 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from scheduler.config.loader import Config, Job
+from scheduler.config.model import Config, Job
 from scheduler.config.settings import Settings, masked_url
 from scheduler.daemon.lease import current_holder
 from scheduler.errors import DaemonNotRunningError

@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from scheduler.cli.text_table import render_table
-from scheduler.config.loader import Config, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Config
 from scheduler.config.settings import Settings, masked_url
 from scheduler.daemon.lease import current_holder
 from scheduler.daemon.logs import setup_logging

@@ -15,8 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from scheduler.config.notify_spec import NotifyTarget
 from scheduler.config.watch_spec import WatchSpec
+from scheduler.timing.cron import TriggerError
+from scheduler.timing.cron_trigger import CronTrigger
 from scheduler.timing.durations import Duration, parse_duration
-from scheduler.timing.triggers import CronTrigger, TriggerError
 
 PIPELINE_REF = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from scheduler.api.keys import StoredKey
+from scheduler.config.stored_keys import StoredKey
 from scheduler.errors import SettingsError
 from scheduler.timing.durations import parse_duration
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.daemon.lease import Lease
 from scheduler.daemon.reloader import ConfigWatcher, Reloader
@@ -41,10 +41,10 @@ from scheduler.policy.queue_order import run_limit
 from scheduler.policy.reload_diff import retime_needed
 from scheduler.runs.launcher import Launcher
 from scheduler.runs.runner import Runner
-from scheduler.store import inbox, ledger
+from scheduler.store import fires, inbox, ledger
 from scheduler.store.catalog import apply_config, catch_up_requests, record_rejected_config, refresh_next_fire
 from scheduler.store.engine import Store
-from scheduler.store.ledger import FireResult
+from scheduler.store.fires import FireResult
 from scheduler.store.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
 from scheduler.timing.durations import format_duration
 from scheduler.watch.seen_files import Notice, fire_files, record_notices
@@ -292,7 +292,7 @@ class Daemon:
             self.watchers.hand_back(dispatch)
 
     def _fire(self, conn: object, batch: list[FireRequest], now: datetime) -> None:
-        self._after_fire(ledger.fire(conn, batch, self.config, now, self.grace))  # type: ignore[arg-type]
+        self._after_fire(fires.fire(conn, batch, self.config, now, self.grace))  # type: ignore[arg-type]
 
     def _after_fire(self, result: FireResult) -> None:
         self.launcher.wake_for(result.queued_jobs, self.run_limits)

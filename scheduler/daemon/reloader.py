@@ -12,7 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from scheduler.config.loader import Config, load_config
+from scheduler.config.loader import load_config
+from scheduler.config.model import Config
 from scheduler.errors import ConfigError, Problem, SchedulerError
 
 Signature = tuple[int, int, int] | None

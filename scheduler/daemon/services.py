@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.errors import SettingsError
 from scheduler.feed.audit_feed import AuditFeed, Subscriber
 from scheduler.feed.webhooks import WebhookSender
 from scheduler.store.engine import Store
-from scheduler.store.ledger import FireResult
+from scheduler.store.fires import FireResult
 
 if TYPE_CHECKING:
     from scheduler.api.backend import ApiBackend

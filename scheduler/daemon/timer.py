@@ -23,7 +23,7 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from scheduler.config.loader import Job
+from scheduler.config.model import Job
 
 SlotSink = Callable[[str, list[datetime]], None]
 

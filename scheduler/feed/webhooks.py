@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.config.notify_spec import NotifyTarget
 from scheduler.feed.audit_feed import AuditRecord
 from scheduler.store.audit import Event, append

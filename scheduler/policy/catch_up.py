@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler.config.loader import Job
+from scheduler.config.model import Job
 from scheduler.policy.decide import Policy
 from scheduler.timing.triggers import count_slots_between, slots_between
 

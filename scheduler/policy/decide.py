@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from scheduler.config.loader import Job
+from scheduler.config.model import Job
 from scheduler.policy.fire_request import FireRequest
 
 

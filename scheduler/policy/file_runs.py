@@ -7,7 +7,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.config.loader import Job
+from scheduler.config.model import Job
 from scheduler.config.watch_spec import render_parameters
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import file_run_key

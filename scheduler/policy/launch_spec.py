@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from scheduler.config.loader import Job
+from scheduler.config.model import Job
 
 
 def launch_spec(

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.policy.keys import zenml_run_name
 from scheduler.policy.queue_order import startable
 from scheduler.runs.runner import Runner

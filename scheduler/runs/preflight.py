@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scheduler.config.loader import Config, Job
+from scheduler.config.model import Config, Job
 from scheduler.errors import ConfigError, Problem, SchedulerError
 from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
 from scheduler.runs.runner import child_env

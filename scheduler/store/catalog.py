@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from scheduler.config.loader import Config, Job
+from scheduler.config.model import Config, Job
 from scheduler.errors import Problem
 from scheduler.policy.catch_up import AUDIT_EACH, plan_catch_up
 from scheduler.policy.decide import policy_of

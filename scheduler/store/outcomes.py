@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.store.audit import Event, append
 from scheduler.store.schema import jobs, runs
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from scheduler.config.loader import Job
+from scheduler.config.model import Job
 from scheduler.policy.file_runs import Dispatch, FileSeen
 from scheduler.watch.arrivals import Batcher, SettleTracker, Stat, plan_found_at_start
 from scheduler.watch.seen_files import Known, Notice

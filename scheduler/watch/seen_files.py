@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
-from scheduler.store import ledger
+from scheduler.store import fires
 from scheduler.store.audit import Event, append
 from scheduler.store.schema import jobs, watched_files
 
@@ -48,7 +48,7 @@ def load_known(conn: Connection, job: str, details: bool = True) -> dict[str, Kn
 
 @dataclass(frozen=True)
 class FilesFired:
-    fired: ledger.FireResult
+    fired: fires.FireResult
     held: list[Dispatch]  # dispatches of paused jobs: not recorded, dispatched again after resume
     already_seen: int  # files another dispatch had recorded already
 
@@ -85,7 +85,7 @@ def fire_files(
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(watched_files).on_conflict_do_nothing(), rows)
     append(conn, now, events)
-    fired = ledger.fire(conn, requests, config, now, grace)
+    fired = fires.fire(conn, requests, config, now, grace)
     return FilesFired(fired, held, dropped)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.config.loader import Config
+from scheduler.config.model import Config
 from scheduler.policy.file_runs import Dispatch
 from scheduler.store.engine import Store
 from scheduler.watch.folder_watcher import Emit, FolderWatcher
