@@ -45,8 +45,8 @@ def instrument() -> None:
     for name in ("apply_config", "catch_up_requests", "refresh_next_fire"):
         setattr(daemon, name, timed(f"start: {name}", getattr(daemon, name)))
     daemon.Lease.acquire = timed("start: lease.acquire", daemon.Lease.acquire)
-    daemon.Clock.put = timed("start: clock.put (all jobs)", daemon.Clock.put)
-    daemon.Clock.start = timed("start: clock.start", daemon.Clock.start)
+    daemon.SlotTimer.put = timed("start: timer.put (all jobs)", daemon.SlotTimer.put)
+    daemon.SlotTimer.start = timed("start: timer.start", daemon.SlotTimer.start)
 
 
 def main(config_path: str, state_dir: str, fake_python: str) -> None:

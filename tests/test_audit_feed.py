@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from scheduler.feed.audit_feed import BATCH, AuditFeed, AuditRecord
+from scheduler.feed.audit_feed import AuditFeed, AuditRecord
 from scheduler.store import audit
 from scheduler.store.audit import Event
 from scheduler.store.engine import Store, open_store
+from scheduler.tuning import FEED_BATCH as BATCH
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
 

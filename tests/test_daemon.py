@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.daemon.lease import process_alive
+from scheduler.runs.procs import process_alive
 from tests import zenml_env
 from tests.harness import REPO, Project, wait_for
 

@@ -98,7 +98,7 @@ def test_adopted_process_is_followed_to_its_result(runner: Runner, tmp_path: Pat
 
     spec_path.write_text(json.dumps({**spec("sleep", seconds=1), "result_path": str(run_dir / "result.json")}))
     previous = subprocess.Popen([runner.python, "-m", "scheduler.child", str(spec_path)], start_new_session=True)
-    from scheduler.daemon.lease import process_start_ticks
+    from scheduler.runs.procs import process_start_ticks
 
     assert runner.adopt(4, previous.pid, process_start_ticks(previous.pid))
     assert not runner.adopt(5, previous.pid, "1")  # same PID, other start time: not the same process

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
+from scheduler import tuning
 from scheduler.api.overrides import Overrides
 from scheduler.api.trigger_recorder import Triggered, TriggerRecorder
 from scheduler.config.model import Config, Job
@@ -30,9 +31,7 @@ from scheduler.store.run_records import latest_attempt, run_record
 from scheduler.store.schema import jobs, runs
 from scheduler.timing.triggers import fire_times
 
-log = logging.getLogger("zenml_scheduler.api")
-
-NEXT_FIRES = 5
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -43,7 +42,9 @@ class AuditWriter:
     """Writes API audit events in small batches from its own thread, so that recording each
     request costs the request nothing; `flush` on shutdown writes what is left."""
 
-    def __init__(self, store: Store, now: Callable[[], datetime] = utcnow, interval: float = 0.2) -> None:
+    def __init__(
+        self, store: Store, now: Callable[[], datetime] = utcnow, interval: float = tuning.API_AUDIT_FLUSH_S
+    ) -> None:
         self.store = store
         self.now = now
         self.interval = interval
@@ -83,7 +84,7 @@ class AuditWriter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=tuning.THREAD_STOP_S)
         self.flush()
 
 
@@ -137,7 +138,7 @@ class ApiBackend:
         return self._job_view(job, row, self.now())
 
     def _job_view(self, job: Job, row: Any, now: datetime) -> dict[str, Any]:
-        upcoming = [] if job.is_watch or not job.spec.enabled else fire_times(job.trigger, now, NEXT_FIRES)
+        upcoming = [] if job.is_watch or not job.spec.enabled else fire_times(job.trigger, now, tuning.API_NEXT_FIRES)
         state = {
             "paused": bool(row and row.paused),
             "paused_reason": row.paused_reason if row else None,
@@ -182,7 +183,7 @@ class ApiBackend:
             if idempotency_key is not None
             else manual_run_key(job, self.now(), uuid.uuid4().hex[:12])
         )
-        return self.recorder.submit(job, run_key, overrides, source).result(timeout=60)
+        return self.recorder.submit(job, run_key, overrides, source).result(timeout=tuning.API_TRIGGER_WAIT_S)
 
     def run(self, run_key: str) -> dict[str, Any] | None:
         with self.store.read() as conn:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from scheduler.api.backend import ApiBackend
     from scheduler.feed.metrics import Metrics
 
-log = logging.getLogger("zenml_scheduler.api")
+log = logging.getLogger(__name__)
 
 
 def refuse(

@@ -15,7 +15,7 @@ import time
 
 from scheduler.errors import SettingsError
 
-log = logging.getLogger("zenml_scheduler.api")
+log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:

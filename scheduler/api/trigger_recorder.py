@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from scheduler import tuning
 from scheduler.api.overrides import Overrides
 from scheduler.config.model import Config, Job
 from scheduler.policy.fire_request import FireRequest
@@ -32,11 +33,7 @@ from scheduler.store.fires import FireResult
 from scheduler.store.run_records import latest_attempts, run_record
 from scheduler.store.schema import runs
 
-log = logging.getLogger("zenml_scheduler.api")
-
-MAX_BATCH = 500
-LINGER = 0.003  # seconds a batch waits for company when triggers are arriving back to back
-BUSY = 0.02  # a batch this soon after the previous one means triggers are arriving back to back
+log = logging.getLogger(__name__)
 
 
 class IdempotencyConflict(Exception):
@@ -95,10 +92,14 @@ class TriggerRecorder:
                 return
             # Under load (another batch moments ago), linger a little: callers that are about to
             # send their next trigger then share this transaction instead of queueing behind it.
-            linger_until = time.monotonic() + LINGER if time.monotonic() - last_batch_at < BUSY else 0.0
+            linger_until = (
+                time.monotonic() + tuning.TRIGGER_LINGER_S
+                if time.monotonic() - last_batch_at < tuning.TRIGGER_BUSY_S
+                else 0.0
+            )
             batch: list[PendingTrigger] = [first]
             stopping = False
-            while len(batch) < MAX_BATCH:
+            while len(batch) < tuning.TRIGGER_MAX_BATCH:
                 try:
                     item = self._queue.get(timeout=max(0.0, linger_until - time.monotonic()))
                 except queue.Empty:

@@ -23,7 +23,7 @@ from scheduler.runs.preflight import checked_config
 from scheduler.store.catalog import record_rejected_config
 from scheduler.store.engine import open_store
 
-log = logging.getLogger("zenml_scheduler.daemon")
+log = logging.getLogger(__name__)
 
 
 def load_checked(settings: Settings, path: Path | None = None, check: bool = True) -> Config:

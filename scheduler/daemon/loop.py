@@ -1,62 +1,53 @@
 """The daemon: composition root and main loop.
 
-Threads: APScheduler's timer thread only drops (job, slots) into `self.slots`, and each watch
-job's watcher thread drops the files it found complete there too; signal handlers only set
-flags; everything else - deciding, writing the database, spawning and reaping children, the
+Threads: APScheduler's timer thread only hands (job, slots) over, and each watch job's watcher
+thread hands over the files it found complete (`scheduler.daemon.handover`); signal handlers only
+set flags; everything else - deciding, writing the database, spawning and reaping children, the
 lease heartbeat - happens in `tick(now)` on the main thread, in that order. The exceptions are
-the side services (`scheduler.daemon.services`): HTTP API threads record a manual run's row themselves
-(the database serialises them with the main loop) and hand the rest to the inbox, and metrics
+the side services (`scheduler.daemon.services`): HTTP API threads record a manual run's row
+themselves (the database serialises them with the main loop) and hand the rest over, and metrics
 and webhooks follow the committed audit trail on their own threads.
 """
 
 from __future__ import annotations
 
-import contextlib
-import faulthandler
 import logging
 import os
-import queue
-import signal
 import time
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
-from types import FrameType
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from scheduler import tuning
 from scheduler.config.model import Config
 from scheduler.config.settings import Settings
+from scheduler.daemon.config_follower import ConfigFollower
+from scheduler.daemon.handover import HandOver
 from scheduler.daemon.lease import Lease
-from scheduler.daemon.reloader import ConfigWatcher, Reloader
 from scheduler.daemon.sd_notify import Notifier
 from scheduler.daemon.services import Services
-from scheduler.daemon.timer import Clock
-from scheduler.errors import ConfigError
+from scheduler.daemon.signals import SignalFlags
+from scheduler.daemon.timer import SlotTimer
 from scheduler.policy.decide import policy_of
 from scheduler.policy.file_runs import Dispatch
 from scheduler.policy.fire_request import FireRequest
-from scheduler.policy.keys import slot_run_key
 from scheduler.policy.queue_order import run_limit
 from scheduler.policy.reload_diff import retime_needed
 from scheduler.runs.launcher import Launcher
 from scheduler.runs.runner import Runner
 from scheduler.store import fires, inbox, ledger
-from scheduler.store.catalog import apply_config, catch_up_requests, record_rejected_config, refresh_next_fire
+from scheduler.store.catalog import apply_config, catch_up_requests, refresh_next_fire
 from scheduler.store.engine import Store
 from scheduler.store.fires import FireResult
 from scheduler.store.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
+from scheduler.timing.clock import Now, utcnow
 from scheduler.timing.durations import format_duration
 from scheduler.watch.seen_files import Notice, fire_files, record_notices
-from scheduler.watch.watchers import WatchSet
+from scheduler.watch.watchers import FolderWatchers
 
-log = logging.getLogger("zenml_scheduler.daemon")
-
-Now = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+log = logging.getLogger(__name__)
 
 
 class Daemon:
@@ -74,39 +65,31 @@ class Daemon:
         self.config = config
         self.store = store
         self.now = now
+        env = os.environ if env is None else env
         self.grace = timedelta(seconds=settings.misfire_grace)
         self.lease = Lease(store, timedelta(seconds=settings.lease_ttl), str(config.path))
-        state_dir = settings.resolved_state_dir
         self.runner = Runner(
-            settings.python,
-            state_dir / "runs",
-            config.project_root,
-            settings.kill_grace,
-            os.environ if env is None else env,
+            settings.python, settings.resolved_state_dir / "runs", config.project_root, settings.kill_grace, env
         )
-        # The inbox of the main loop: (job, slots) from the timer thread, Dispatch and Notice from watchers.
-        self.slots: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.handover = HandOver()
         self.launcher = Launcher(store, self.runner, settings.max_concurrent_runs)
-        self.clock = Clock(lambda job, times: self.slots.put((job, times)))
-        self.stop_signals = 0
+        self.timer = SlotTimer(self.handover.slots)
+        self.signals = SignalFlags()
+        self.notifier = Notifier(env)
+        self.follower = ConfigFollower(config, settings.python, check_pipelines, store, self.notifier)
+        self.watchers = FolderWatchers(store, self.handover.put)
+        self.services = Services(settings, store, lambda: self.config, self.handover.put, self.health)
         self.next_fires: dict[str, datetime | None] = {}
-        self._previous_handlers: dict[int, Any] = {}
         self.stopping_since: float | None = None
         self._next_heartbeat = 0.0
         self._next_request_poll = 0.0
-        self._derive_from_config()
-        self.watcher = ConfigWatcher(config.path)
-        self.reloader = Reloader(config.path, settings.python, check_pipelines)
-        self.reload_requested: str | None = None
-        self.notifier = Notifier(os.environ if env is None else env)
         self._next_status = 0.0
-        self._early: list[Any] = []
+        # Kept until their transaction commits, so a database hiccup delays them instead of losing them.
         self._pending_fires: list[FireRequest] = []
         self._pending_outcomes: list[Outcome] = []
         self._pending_files: list[Dispatch] = []
         self._pending_notices: list[Notice] = []
-        self.watchers = WatchSet(store, self.slots.put)
-        self.services = Services(settings, store, lambda: self.config, self.slots.put, self.health)
+        self._derive_from_config()
 
     def _derive_from_config(self) -> None:
         self.timeouts = {name: job.timeout for name, job in self.config.jobs.items()}
@@ -115,12 +98,7 @@ class Daemon:
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
         """Take the lease, recover runs of a previous daemon, reconcile, catch up, start timing."""
-        # Handlers go in before anything else, so a SIGTERM during start-up still stops cleanly.
-        self._previous_handlers = {
-            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        self._previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack
+        self.signals.install()  # before anything else, so a SIGTERM during start-up still stops cleanly
         now = self.now()
         self.lease.acquire(now)
         with self.store.write() as conn:
@@ -132,19 +110,19 @@ class Daemon:
             refresh_next_fire(conn, self.next_fires)
             exhausted = ledger.exhausted_jobs(conn, self.config)
         for name, job in self.config.jobs.items():
-            self.clock.put(job, None if name in exhausted else self.next_fires[name])
-        self.clock.start()
+            self.timer.put(job, None if name in exhausted else self.next_fires[name])
+        self.timer.start()
         self.watchers.sync(self.config)
         self.services.start()
-        self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
+        self._next_heartbeat = time.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
 
     def health(self) -> dict[str, bool]:
         """What /readyz reports besides the database: timing runs and a config is loaded."""
-        return {"scheduler": self.clock.running and not self.stopping, "config": self.config is not None}
+        return {"scheduler": self.timer.running and not self.stopping, "config": self.config is not None}
 
-    def _recover(self, conn: object, now: datetime) -> None:
+    def _recover(self, conn: Any, now: datetime) -> None:
         """Runs left `running` by a previous daemon: follow the live ones, settle the dead ones."""
-        for run in ledger.runs_in(conn, ("running",)):  # type: ignore[arg-type]
+        for run in ledger.runs_in(conn, ("running",)):
             running_for = (now - run.started_at).total_seconds() if run.started_at else 0.0
             if run.pid is not None and self.runner.adopt(run.id, run.pid, run.pid_start, run.job, running_for):
                 log.info("adopted run %s (pid %s) of a previous daemon", run.run_key, run.pid)
@@ -154,32 +132,16 @@ class Daemon:
     # ---- loop ------------------------------------------------------------------------------
     def tick(self, now: datetime) -> None:
         """One pass: fire due slots and requests, start queued runs, reap children, heartbeat."""
-        # Slots and outcomes are kept until their transaction commits, so a database hiccup
-        # delays them to the next tick instead of losing them.
-        self._pending_fires += self._drain_slots()
+        drained = self.handover.drain()
+        self._pending_files += drained.files
+        self._pending_notices += drained.notices
+        for result in drained.recorded:
+            self._after_fire(result)
+        self._pending_fires += drained.slots
         if self.stopping:
             # Not recorded: the next start sees them after the slot watermark and catches up per policy.
             self._pending_fires = []
-        # Requests are also taken whenever slots fire, so a resume is always seen before the
-        # resumed job's next slot (which would otherwise move its watermark past the missed ones).
-        poll_requests = not self.stopping and (bool(self._pending_fires) or time.monotonic() >= self._next_request_poll)
-        if self._pending_fires or poll_requests:
-            with self.store.write() as conn:
-                batch: list[FireRequest] = []
-                if poll_requests:
-                    asked = inbox.take_requests(conn)
-                    if asked.reload:
-                        self.reload_requested = "zenml-scheduler reload"
-                    for job in asked.resumed:
-                        batch += catch_up_requests(conn, self.config, now, self.grace, only=job)
-                        self.watchers.rescan(job)
-                    batch += asked.runs
-                batch += self._pending_fires
-                if batch:
-                    self._fire(conn, batch, now)
-            self._pending_fires = []
-            if poll_requests:
-                self._next_request_poll = time.monotonic() + 0.5
+        self._fire_pending(now)
         self._record_files(now)
         if not self.stopping:
             self.launcher.start_queued(now, self.config, self.run_limits)
@@ -198,11 +160,35 @@ class Daemon:
             self._follow_config(now)
         self.notifier.watchdog()
         if time.monotonic() >= self._next_status:
-            self._next_status = time.monotonic() + 10
+            self._next_status = time.monotonic() + tuning.STATUS_INTERVAL_S
             self.notifier.status(self.status_line())
         if time.monotonic() >= self._next_heartbeat:
             self.lease.heartbeat(now)
-            self._next_heartbeat = time.monotonic() + self.settings.lease_ttl / 3
+            self._next_heartbeat = time.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
+
+    def _fire_pending(self, now: datetime) -> None:
+        """Record the slots due and what other processes asked for, in one transaction."""
+        # Requests are also taken whenever slots fire, so a resume is always seen before the
+        # resumed job's next slot (which would otherwise move its watermark past the missed ones).
+        poll_requests = not self.stopping and (bool(self._pending_fires) or time.monotonic() >= self._next_request_poll)
+        if not (self._pending_fires or poll_requests):
+            return
+        with self.store.write() as conn:
+            batch: list[FireRequest] = []
+            if poll_requests:
+                asked = inbox.take_requests(conn)
+                if asked.reload:
+                    self.follower.request("zenml-scheduler reload")
+                for job in asked.resumed:
+                    batch += catch_up_requests(conn, self.config, now, self.grace, only=job)
+                    self.watchers.rescan(job)
+                batch += asked.runs
+            batch += self._pending_fires
+            if batch:
+                self._fire(conn, batch, now)
+        self._pending_fires = []
+        if poll_requests:
+            self._next_request_poll = time.monotonic() + tuning.REQUEST_POLL_S
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what is scheduled and what runs."""
@@ -210,69 +196,34 @@ class Daemon:
                 f"{self.runner.active} running, max {self.settings.max_concurrent_runs}")  # fmt: skip
 
     # ---- hot reload ------------------------------------------------------------------------
-    def request_reload(self, signum: int, _frame: FrameType | None = None) -> None:
-        self.reload_requested = "SIGHUP"
-
     def _follow_config(self, now: datetime) -> None:
-        if self.watcher.poll():
-            self.reload_requested = self.reload_requested or "file changed"
-        if self.reload_requested:
-            self.notifier.reloading()
-            self.reloader.begin(self.reload_requested)
-            self.reload_requested = None
-        done = self.reloader.result()
-        if done is None:
-            return
-        reason, outcome = done
-        self.notifier.ready(self.status_line())
-        if isinstance(outcome, ConfigError):
-            log.error(
-                "config reload (%s) rejected; still running revision %s:\n%s", reason, self.config.revision, outcome
-            )
-            with self.store.write() as conn:
-                record_rejected_config(conn, self.config.path, outcome.problems, now, "reload")
-            return
-        self._apply(outcome, now, reason)
+        if self.signals.take_reload():
+            self.follower.request("SIGHUP")
+        verdict = self.follower.poll(now, self.config, self.status_line)
+        if verdict is not None:
+            reason, new = verdict
+            self._apply(new, now, reason)
 
     def _apply(self, new: Config, now: datetime, reason: str) -> None:
         """Apply a known-good config as a diff: untouched jobs keep their timing and state."""
         with self.store.write() as conn:
             diff = apply_config(conn, new, now, "reload")
             retimed = set(diff.added) | {c.name for c in diff.changed if retime_needed(c)}
-            fires = {name: new.jobs[name].first_fire_after(now)
-                     for name in retimed}  # fmt: skip
-            refresh_next_fire(conn, fires)
+            first_fires = {name: new.jobs[name].first_fire_after(now) for name in retimed}
+            refresh_next_fire(conn, first_fires)
             exhausted = ledger.exhausted_jobs(conn, new)
         self.config = new
         self._derive_from_config()
         self.watchers.sync(self.config)
         for name in diff.removed:
-            self.clock.remove(name)
+            self.timer.remove(name)
             self.next_fires.pop(name, None)
         for name in retimed:
-            self.clock.put(new.jobs[name], None if name in exhausted else fires[name])
-            self.next_fires[name] = fires[name]
+            self.timer.put(new.jobs[name], None if name in exhausted else first_fires[name])
+            self.next_fires[name] = first_fires[name]
         changed = [c.name for c in diff.changed]
         log.info("config reloaded (%s): revision %s; added %s, changed %s, removed %s",
                  reason, new.revision, diff.added, changed, diff.removed)  # fmt: skip
-
-    def _drain_slots(self) -> list[FireRequest]:
-        handed_over, self._early = self._early, []
-        while True:
-            try:
-                handed_over.append(self.slots.get_nowait())
-            except queue.Empty:
-                break
-        self._pending_files += [item for item in handed_over if isinstance(item, Dispatch)]
-        self._pending_notices += [item for item in handed_over if isinstance(item, Notice)]
-        for item in handed_over:
-            if isinstance(item, FireResult):  # recorded by an API thread; the rest is ours to do
-                self._after_fire(item)
-        return [
-            FireRequest(name, "schedule", slot_run_key(name, t), "scheduler", t)
-            for name, times in (item for item in handed_over if isinstance(item, tuple))
-            for t in times
-        ]
 
     # ---- file-watch jobs -------------------------------------------------------------------
     def _record_files(self, now: datetime) -> None:
@@ -291,8 +242,9 @@ class Daemon:
         for dispatch in done.held:
             self.watchers.hand_back(dispatch)
 
-    def _fire(self, conn: object, batch: list[FireRequest], now: datetime) -> None:
-        self._after_fire(fires.fire(conn, batch, self.config, now, self.grace))  # type: ignore[arg-type]
+    # ---- fires and outcomes ------------------------------------------------------------------
+    def _fire(self, conn: Any, batch: list[FireRequest], now: datetime) -> None:
+        self._after_fire(fires.fire(conn, batch, self.config, now, self.grace))
 
     def _after_fire(self, result: FireResult) -> None:
         self.launcher.wake_for(result.queued_jobs, self.run_limits)
@@ -300,17 +252,14 @@ class Daemon:
             self.runner.stop(run_id, "replaced by a newer run (concurrency: replace)")
         for name in result.exhausted:
             log.info("job %s reached max_runs; no more scheduled fires", name)
-            self.clock.remove(name)
+            self.timer.remove(name)
 
     def _settle(self, conn: Any, outcome: Outcome, now: datetime) -> None:
         """Record how a run ended; a run that may have left its ZenML run unfinished gets repaired."""
         effects = record_outcome(conn, outcome, self.config, now)
         if effects.paused_job:
-            log.warning(
-                "job %s paused itself after repeated failures; `zenml-scheduler resume %s`",
-                effects.paused_job,
-                effects.paused_job,
-            )
+            log.warning("job %s paused itself after repeated failures; `zenml-scheduler resume %s`",
+                        effects.paused_job, effects.paused_job)  # fmt: skip
         if outcome.status in ("timed_out", "cancelled", "lost") and effects.zenml_run_name:
             self.runner.repair(outcome.run_id, effects.zenml_run_name)
 
@@ -324,10 +273,7 @@ class Daemon:
     # ---- run & stop ------------------------------------------------------------------------
     @property
     def stopping(self) -> bool:
-        return self.stop_signals > 0
-
-    def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
-        self.stop_signals += 1
+        return self.signals.stops > 0
 
     def run(self) -> None:
         """Loop until SIGTERM/SIGINT; then drain runs for shutdown_grace and stop the rest."""
@@ -336,12 +282,11 @@ class Daemon:
                 try:
                     self.tick(self.now())
                 except DBAPIError as exc:  # the database is away: keep children, retry shortly
-                    log.error("state database error, retrying in 1s: %s", exc.orig)
-                    time.sleep(1)
+                    log.error("state database error, retrying in %.0fs: %s", tuning.DB_RETRY_S, exc.orig)
+                    time.sleep(tuning.DB_RETRY_S)
                 if self.stopping and self._shutdown_step():
                     break
-                with contextlib.suppress(queue.Empty):
-                    self._early.append(self.slots.get(timeout=0.2))  # a slot wakes us at once
+                self.handover.wait(tuning.LOOP_WAIT_S)  # a slot or a file wakes us at once
         finally:
             self.close()
 
@@ -349,24 +294,20 @@ class Daemon:
         """True when shutdown is complete."""
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
-            log.info(
-                "stopping: no new runs; waiting up to %.0fs for %d running run(s) (signal again to stop them now)",
-                self.settings.shutdown_grace,
-                self.runner.active,
-            )
+            log.info("stopping: no new runs; waiting up to %.0fs for %d running run(s) (signal again to stop them now)",
+                     self.settings.shutdown_grace, self.runner.active)  # fmt: skip
             self.notifier.stopping()
-            self.clock.stop()
+            self.timer.stop()
             self.watchers.stop_all()
             self.services.stop_api()
         overdue = time.monotonic() - self.stopping_since > self.settings.shutdown_grace
-        if self.runner.active and (overdue or self.stop_signals > 1):
+        if self.runner.active and (overdue or self.signals.stops > 1):
             self.runner.stop_all(SHUTDOWN_REASON)
         return self.runner.active == 0
 
     def close(self) -> None:
-        self.clock.stop()
+        self.timer.stop()
         self.watchers.stop_all()
         self.services.stop()
         self.lease.release(self.now())
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
+        self.signals.restore()

@@ -1,59 +1,18 @@
-"""Hot reload: notice edits of schedules.yaml, and load and check the new file off the main loop.
+"""Hot reload: load and check a new schedules.yaml off the main loop.
 
-The main loop only polls both objects, so a slow pipeline check (seconds: it imports ZenML in a
-child) never delays a fire; the loop applies the new config as a diff once it is known good.
+The main loop only polls, so a slow pipeline check (seconds: it imports ZenML in a child) never
+delays a fire; the loop applies the new config as a diff once it is known good.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
-import time
 from pathlib import Path
 
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config
 from scheduler.errors import ConfigError, Problem, SchedulerError
-
-Signature = tuple[int, int, int] | None
-
-
-def file_signature(path: Path) -> Signature:
-    """Inode, modification time and size: a save in place or by rename changes at least one."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
-class ConfigWatcher:
-    """Polls the config file; reports a change once it has been quiet for `debounce` seconds,
-    so a burst of saves (or an editor's write-then-rename) gives one reload."""
-
-    def __init__(self, path: Path, debounce: float = 0.5, interval: float = 0.25) -> None:
-        self.path = path
-        self.debounce = debounce
-        self.interval = interval
-        self._seen = file_signature(path)
-        self._changed_at: float | None = None
-        self._next_check = 0.0
-
-    def poll(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        if now < self._next_check:
-            return False
-        self._next_check = now + self.interval
-        current = file_signature(self.path)
-        if current != self._seen:
-            self._seen, self._changed_at = current, now
-            return False
-        if self._changed_at is not None and now - self._changed_at >= self.debounce:
-            self._changed_at = None
-            return True
-        return False
-
 
 Result = tuple[str, Config | ConfigError]
 

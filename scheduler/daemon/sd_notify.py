@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-log = logging.getLogger("zenml_scheduler.sdnotify")
+log = logging.getLogger(__name__)
 
 
 class Notifier:

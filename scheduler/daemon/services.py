@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from scheduler.api.backend import ApiBackend
     from scheduler.api.server import ApiServer
 
-log = logging.getLogger("zenml_scheduler.daemon")
+log = logging.getLogger(__name__)
 
 
 class Services:

@@ -23,6 +23,7 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
+from scheduler import tuning
 from scheduler.config.model import Job
 
 SlotSink = Callable[[str, list[datetime]], None]
@@ -62,7 +63,7 @@ def _noop() -> None:
     """APScheduler needs a callable per job; the hand-off executor never calls it."""
 
 
-class Clock:
+class SlotTimer:
     """The APScheduler instance and the jobs it times."""
 
     def __init__(self, sink: SlotSink) -> None:
@@ -98,7 +99,7 @@ class Clock:
     def running(self) -> bool:
         return bool(self.scheduler.running)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = tuning.THREAD_STOP_S) -> None:
         """Stop timing. Bounded: the timer thread is a daemon thread, so shutdown never waits on it
         longer than `timeout` (a stuck timer must not keep the daemon from exiting)."""
         if not self.scheduler.running:
@@ -107,4 +108,4 @@ class Clock:
         stopper.start()
         stopper.join(timeout)
         if stopper.is_alive():
-            logging.getLogger("zenml_scheduler.timing").warning("APScheduler did not stop within %.0fs", timeout)
+            logging.getLogger(__name__).warning("APScheduler did not stop within %.0fs", timeout)

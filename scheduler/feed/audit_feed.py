@@ -19,13 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from scheduler import tuning
 from scheduler.store.engine import Store
 from scheduler.store.schema import audit
 
-log = logging.getLogger("zenml_scheduler.audit_feed")
-
-POLL_SECONDS = 0.25
-BATCH = 2000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def head_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(audit.c.id), 0))).scalar_one())
 
 
-def records_after(conn: Connection, after: int, limit: int = BATCH) -> list[AuditRecord]:
+def records_after(conn: Connection, after: int, limit: int = tuning.FEED_BATCH) -> list[AuditRecord]:
     rows = conn.execute(select(audit).where(audit.c.id > after).order_by(audit.c.id).limit(limit)).all()
     return [
         AuditRecord(r.id, r.at, r.event, r.source, r.job, r.run_key, r.config_revision, json.loads(r.details))
@@ -60,7 +58,7 @@ def records_after(conn: Connection, after: int, limit: int = BATCH) -> list[Audi
 class AuditFeed:
     """A thread that polls for events newer than the last one seen (from the head at `start`)."""
 
-    def __init__(self, store: Store, subscribers: Sequence[Subscriber], poll: float = POLL_SECONDS) -> None:
+    def __init__(self, store: Store, subscribers: Sequence[Subscriber], poll: float = tuning.FEED_POLL_S) -> None:
         self.store = store
         self.subscribers = list(subscribers)
         self.poll = poll
@@ -103,7 +101,7 @@ class AuditFeed:
                     subscriber(batch)
                 except Exception:
                     log.exception("audit subscriber %r failed on events %d..%d", subscriber, batch[0].id, batch[-1].id)
-            return len(batch) == BATCH
+            return len(batch) == tuning.FEED_BATCH
 
     def stop(self) -> None:
         """Deliver what is already committed, then end the thread (nothing to do if never started)."""
@@ -111,7 +109,7 @@ class AuditFeed:
         if self._thread is None:
             # Never started, so `last_id` is still 0: a flush would replay the whole history.
             return
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=tuning.THREAD_STOP_S)
         if self._thread.is_alive():
             log.warning("audit feed thread still busy after 5s; the final flush waits for its step")
         self._thread = None

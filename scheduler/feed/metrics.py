@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from scheduler.feed.audit_feed import AuditRecord
 
-log = logging.getLogger("zenml_scheduler.metrics")
+log = logging.getLogger(__name__)
 
 # The classic text format (0.0.4) that every Prometheus-compatible scraper reads; what
 # `generate_latest` writes for these plain metric names is exactly that format.

@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from scheduler import tuning
 from scheduler.config.model import Config
 from scheduler.config.notify_spec import NotifyTarget
 from scheduler.feed.audit_feed import AuditRecord
@@ -39,13 +40,10 @@ from scheduler.store.audit import Event, append
 from scheduler.store.engine import Store
 from scheduler.store.run_records import latest_attempt, run_record
 
-log = logging.getLogger("zenml_scheduler.webhooks")
+log = logging.getLogger(__name__)
 
 SOURCE = "webhook"
 USER_AGENT = "zenml-scheduler"
-WORKERS = 4
-MAX_PENDING = 1000  # queued plus waiting for a retry; beyond it new deliveries are dropped (and audited)
-MAX_ERROR = 300
 RUN_EVENTS = {"run-succeeded": "succeeded", "run-failed": "failed", "run-lost": "failed", "run-timed_out": "timed_out"}
 
 
@@ -132,7 +130,12 @@ class WebhookSender:
     """
 
     def __init__(
-        self, store: Store, config: Callable[[], Config], *, workers: int = WORKERS, max_pending: int = MAX_PENDING
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        *,
+        workers: int = tuning.WEBHOOK_WORKERS,
+        max_pending: int = tuning.WEBHOOK_MAX_PENDING,
     ) -> None:
         self.store = store
         self._config = config
@@ -175,7 +178,7 @@ class WebhookSender:
                         self._ready.append(delivery)
             self._cond.notify_all()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = tuning.THREAD_STOP_S) -> None:
         """Take no more deliveries, give the workers up to `timeout` seconds to send the queued
         ones (retries still in back-off are not waited for), then audit everything left as
         webhook-dropped. Returns in about `timeout` even when a receiver hangs: an attempt still in
@@ -283,7 +286,7 @@ class WebhookSender:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             exc.close()
-            raise AttemptError(f"HTTP {exc.code} {exc.reason}"[:MAX_ERROR], status=exc.code) from None
+            raise AttemptError(f"HTTP {exc.code} {exc.reason}"[: tuning.WEBHOOK_MAX_ERROR], status=exc.code) from None
         except urllib.error.URLError as exc:
             raise AttemptError(_scrub(exc.reason, target)) from None
         except TimeoutError:
@@ -306,4 +309,4 @@ def _scrub(reason: object, target: NotifyTarget) -> str:
     if isinstance(reason, TimeoutError):
         return f"timed out after {target.timeout_s:g}s"
     text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
-    return text.replace(target.url, target.display)[:MAX_ERROR]
+    return text.replace(target.url, target.display)[: tuning.WEBHOOK_MAX_ERROR]

@@ -5,16 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from scheduler import tuning
 from scheduler.config.model import Job
 from scheduler.policy.decide import Policy
 from scheduler.timing.triggers import count_slots_between, slots_between
-
-# How many missed slots are audited one by one per job; the rest go into one summary event.
-AUDIT_EACH = 200
-
-
-# How many slots inside one grace window are examined at most (an every-1s job over 24h).
-WINDOW_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -31,8 +25,8 @@ def plan_catch_up(job: Job, last_slot: datetime, now: datetime, policy: Policy) 
     """Missed slots in (last_slot, now]: those past the grace window are only counted; inside it,
     `none` fires nothing, `latest` the newest slot once, `all` the newest max_catchup, oldest first."""
     window_start = max(last_slot, now - policy.grace)
-    in_window = slots_between(job.trigger, window_start, now, WINDOW_LIMIT)
-    expired = count_slots_between(job.trigger, last_slot, window_start, WINDOW_LIMIT)
+    in_window = slots_between(job.trigger, window_start, now, tuning.CATCH_UP_WINDOW_LIMIT)
+    expired = count_slots_between(job.trigger, last_slot, window_start, tuning.CATCH_UP_WINDOW_LIMIT)
     first = slots_between(job.trigger, last_slot, window_start, 1) if expired else []
     if policy.catchup == "none":
         fire, skipped = [], [(slot, "catchup-none") for slot in in_window]

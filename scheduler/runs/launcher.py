@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from scheduler import tuning
 from scheduler.config.model import Config
 from scheduler.policy.keys import zenml_run_name
 from scheduler.policy.queue_order import startable
@@ -15,9 +16,6 @@ from scheduler.runs.runner import Runner
 from scheduler.store import ledger
 from scheduler.store.engine import Store
 from scheduler.store.outcomes import Outcome, record_outcome
-
-QUEUE_POLL_SECONDS = 0.5
-MAX_LAUNCHES_PER_PASS = 16
 
 
 class Launcher:
@@ -49,10 +47,10 @@ class Launcher:
         if free <= 0 or not (self._maybe_queued or due):
             return
         self._maybe_queued = False
-        self._next_poll = time.monotonic() + QUEUE_POLL_SECONDS
+        self._next_poll = time.monotonic() + tuning.QUEUE_POLL_S
         full = [job for job, limit in run_limits.items() if self._full(job, limit)]
         with self.store.read() as conn:
-            waiting = ledger.queued_runs(conn, now, 1000, per_job=free, skip_jobs=full)
+            waiting = ledger.queued_runs(conn, now, tuning.QUEUE_READ_LIMIT, per_job=free, skip_jobs=full)
         if not waiting:
             return
         running = {name: self.runner.running(name) for name in {run.job for run in waiting}}
@@ -60,10 +58,10 @@ class Launcher:
         chosen = startable([(run.id, run.job) for run in waiting], running, run_limits, free)
         if not chosen:
             return
-        if len(chosen) > MAX_LAUNCHES_PER_PASS:
+        if len(chosen) > tuning.MAX_LAUNCHES_PER_PASS:
             # The rest waits for the next pass, so that due slots are not held up behind a long
             # row of launches (a burst of API triggers).
-            chosen = chosen[:MAX_LAUNCHES_PER_PASS]
+            chosen = chosen[: tuning.MAX_LAUNCHES_PER_PASS]
             self._maybe_queued = True
         self._launch([by_id[run_id] for run_id in chosen], now, config)
 

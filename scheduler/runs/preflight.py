@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from scheduler import tuning
 from scheduler.config.model import Config, Job
 from scheduler.errors import ConfigError, Problem, SchedulerError
 from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
@@ -82,7 +83,7 @@ def check_pipelines(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     only: Iterable[str] | None = None,
-    timeout: float = 300.0,
+    timeout: float = tuning.PIPELINE_CHECK_TIMEOUT_S,
 ) -> list[Problem]:
     """Problems found in the pipelines the config names; raise SchedulerError if the checker fails."""
     return run_pipeline_check(config, python, env, overrides, only, timeout).problems
@@ -94,7 +95,7 @@ def run_pipeline_check(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     only: Iterable[str] | None = None,
-    timeout: float = 300.0,
+    timeout: float = tuning.PIPELINE_CHECK_TIMEOUT_S,
 ) -> PipelineCheck:
     """Run the checker in a child; raise SchedulerError if it fails (no answer)."""
     if not config.jobs:

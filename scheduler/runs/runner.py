@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scheduler import tuning
 from scheduler.child.protocol import read_result
-from scheduler.daemon.lease import process_alive, process_start_ticks
+from scheduler.runs.procs import process_alive, process_start_ticks
 from scheduler.store.outcomes import Outcome
 
-log = logging.getLogger("zenml_scheduler.runner")
+log = logging.getLogger(__name__)
 
 CHILD_MODULE = "scheduler.child"
 REPAIR_MODULE = "scheduler.child.repair"
@@ -242,7 +243,7 @@ def _outcome_from_result(child: Child, exit_code: int | None) -> Outcome | None:
     return Outcome(child.run_id, result.status, exit_code, result.zenml_run_id, result.zenml_run_name, result.error)
 
 
-def _log_tail(path: Path, limit: int = 400) -> str:
+def _log_tail(path: Path, limit: int = tuning.LOG_TAIL_CHARS) -> str:
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)

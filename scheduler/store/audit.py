@@ -21,7 +21,7 @@ from sqlalchemy import Connection, insert, select, update
 from scheduler.store.engine import after_commit
 from scheduler.store.schema import audit, meta
 
-log = logging.getLogger("zenml_scheduler.audit")
+log = logging.getLogger(__name__)
 
 HEAD_KEY = "audit_head"
 GENESIS = "0" * 64

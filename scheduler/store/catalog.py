@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from scheduler import tuning
 from scheduler.config.model import Config, Job
 from scheduler.errors import Problem
-from scheduler.policy.catch_up import AUDIT_EACH, plan_catch_up
+from scheduler.policy.catch_up import plan_catch_up
 from scheduler.policy.decide import policy_of
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import slot_run_key, utc_iso
@@ -133,11 +134,11 @@ def catch_up_requests(
             first = utc_iso(plan.first_expired) if plan.first_expired else None
             details = {"code": "missed", "count": plan.expired_count, "first": first, "reason": reason}
             events.append(Event("skip", "daemon", **base, details=details))
-        for slot, code in plan.skipped[:AUDIT_EACH]:
+        for slot, code in plan.skipped[: tuning.CATCH_UP_AUDIT_EACH]:
             details = {"code": code, "scheduled_for": slot.isoformat(), "reason": CATCHUP_REASONS[code]}
             events.append(Event("skip", "daemon", run_key=slot_run_key(row.name, slot), **base, details=details))
-        if len(plan.skipped) > AUDIT_EACH:
-            rest = plan.skipped[AUDIT_EACH:]
+        if len(plan.skipped) > tuning.CATCH_UP_AUDIT_EACH:
+            rest = plan.skipped[tuning.CATCH_UP_AUDIT_EACH :]
             code = rest[0][1]
             details = {"code": code, "count": len(rest), "first": utc_iso(rest[0][0]),
                        "last": utc_iso(rest[-1][0]), "reason": CATCHUP_REASONS[code]}  # fmt: skip

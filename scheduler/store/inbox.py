@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
+from scheduler import tuning
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import reload_request_key, resume_request_key
 from scheduler.store.audit import Event, append
@@ -29,7 +30,7 @@ class Requests:
     reload: bool = False
 
 
-def take_requests(conn: Connection, limit: int = 1000) -> Requests:
+def take_requests(conn: Connection, limit: int = tuning.INBOX_BATCH) -> Requests:
     """Claim what other processes asked the daemon to do, oldest first."""
     rows = conn.execute(
         select(requests).where(requests.c.handled_at.is_(None)).order_by(requests.c.id).limit(limit)

@@ -21,18 +21,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from scheduler import tuning
 from scheduler.config.model import Job
 from scheduler.policy.file_runs import Dispatch, FileSeen
 from scheduler.watch.arrivals import Batcher, SettleTracker, Stat, plan_found_at_start
 from scheduler.watch.seen_files import Known, Notice
 
-log = logging.getLogger("zenml_scheduler.watcher")
+log = logging.getLogger(__name__)
 logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of changes at INFO
 
 Emit = Callable[[Dispatch | Notice], None]
-RETRY_SECONDS = 2.0
-FOUND_WAIT = 60.0  # catchup latest: the longest the files found at start wait for each other
-EVENT_WAIT_MS = 100  # longest wait inside watchfiles before we look at settle deadlines again
 
 
 def _names_matcher(patterns: list[str]) -> Callable[[str], Any]:
@@ -88,7 +86,7 @@ class FolderWatcher:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = tuning.THREAD_STOP_S) -> None:
         self.stop_event.set()
         if self.thread.is_alive():
             self.thread.join(timeout)
@@ -110,7 +108,7 @@ class FolderWatcher:
                     if not reported_missing:
                         self._notice("watch-error", error=f"watched folder {self.root} does not exist (yet)")
                         reported_missing = True
-                    self.stop_event.wait(RETRY_SECONDS)
+                    self.stop_event.wait(tuning.WATCH_RETRY_S)
                     continue
                 if not loaded:
                     self.known, loaded = self._load_known(self.retrigger), True
@@ -125,10 +123,10 @@ class FolderWatcher:
             except Exception as exc:  # keep watching whatever the folder or the database does
                 error = f"{type(exc).__name__}: {exc}"
                 if error != last_error:  # on the record once, not every retry
-                    log.exception("watcher of %s failed; retrying every %.0fs", self.job, RETRY_SECONDS)
+                    log.exception("watcher of %s failed; retrying every %.0fs", self.job, tuning.WATCH_RETRY_S)
                     self._notice("watch-error", error=error)
                     last_error = error
-                self.stop_event.wait(RETRY_SECONDS)
+                self.stop_event.wait(tuning.WATCH_RETRY_S)
 
     def _started(self, at_start: bool) -> None:
         """Record the start and scan the whole folder (at start: files that arrived while down)."""
@@ -140,9 +138,9 @@ class FolderWatcher:
         import watchfiles  # imported here: a config without watch jobs never loads it
 
         changes_seen: Iterator[set[tuple[Any, str]]] = watchfiles.watch(
-            self.root, watch_filter=None, debounce=50, step=10, rust_timeout=EVENT_WAIT_MS, yield_on_timeout=True,
-            recursive=self.spec.recursive, stop_event=self.stop_event, raise_interrupt=False, force_polling=False,
-            ignore_permission_denied=True,
+            self.root, watch_filter=None, debounce=50, step=10, rust_timeout=tuning.WATCH_EVENT_WAIT_MS,
+            yield_on_timeout=True, recursive=self.spec.recursive, stop_event=self.stop_event, raise_interrupt=False,
+            force_polling=False, ignore_permission_denied=True,
         )  # fmt: skip
         # The generator sets up inotify on its first step: take it before scanning, so that a file
         # landing during the scan is reported afterwards instead of waiting for the next scan.
@@ -288,14 +286,14 @@ class FolderWatcher:
         """The files found by the start-up scan, handed to the catch-up plan together: with
         `catchup: latest` the newest must be chosen among all of them, not among those that
         happened to complete first. A file still being written holds the others back for at
-        most FOUND_WAIT seconds."""
+        most tuning.WATCH_FOUND_WAIT_S seconds."""
         self._found_ready += [seen for seen in ready if seen.found_at_start]
         if not self._found_ready:
             return []
         if self.catchup == "latest":
             self._found_since = self._found_since or now
             still_settling = any(item.found_at_start for item in self.tracker.pending.values())
-            if still_settling and now - self._found_since < FOUND_WAIT:
+            if still_settling and now - self._found_since < tuning.WATCH_FOUND_WAIT_S:
                 return []
         found, self._found_ready, self._found_since = self._found_ready, [], None
         return found

@@ -12,7 +12,7 @@ from scheduler.watch.folder_watcher import Emit, FolderWatcher
 from scheduler.watch.seen_files import Known, load_known
 
 
-class WatchSet:
+class FolderWatchers:
     def __init__(self, store: Store, emit: Emit) -> None:
         self.store = store
         self.emit = emit

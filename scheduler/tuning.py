@@ -1,0 +1,53 @@
+"""Tuning numbers: the intervals, batch sizes and bounds that are not settings, each with why.
+
+Settings (`scheduler.config.settings`) are what an operator chooses; these are what the code
+needs to behave well whatever is chosen. Seconds are `_S`, counts are plain.
+"""
+
+# ---- the main loop (scheduler.daemon.loop) ---------------------------------------------------
+LOOP_WAIT_S = 0.2  # the longest the loop sleeps between ticks; a handed-over slot or file wakes it at once
+REQUEST_POLL_S = 0.5  # how often the loop reads the inbox (CLI requests) when nothing else makes it look
+HEARTBEAT_FRACTION = 1 / 3  # the lease is renewed every lease_ttl * this: two renewals may fail before it lapses
+STATUS_INTERVAL_S = 10.0  # systemd STATUS= line: often enough for `systemctl status`, rare enough to be free
+DB_RETRY_S = 1.0  # after a state database error the loop waits this long; children keep running meanwhile
+THREAD_STOP_S = 5.0  # the longest shutdown waits for a side thread (timer, watcher, feed) before going on
+
+# ---- starting queued runs (scheduler.runs.launcher) ------------------------------------------
+QUEUE_POLL_S = 0.5  # without a wake-up the queue is read this often (jitter and retry back-off expire by time)
+MAX_LAUNCHES_PER_PASS = 16  # launches per pass, so due slots never wait behind a long row of spawns
+QUEUE_READ_LIMIT = 1000  # queued runs read per pass, at most `free` of each job
+
+# ---- what other processes ask (scheduler.store.inbox) ----------------------------------------
+INBOX_BATCH = 1000  # requests claimed per transaction
+
+# ---- schedules.yaml edits (scheduler.daemon.config_monitor) ----------------------------------
+CONFIG_POLL_S = 0.25  # how often the config file's inode, mtime and size are compared
+CONFIG_DEBOUNCE_S = 0.5  # a change counts once the file has been quiet this long (editors save in bursts)
+
+# ---- catch-up (scheduler.policy.catch_up) ----------------------------------------------------
+CATCH_UP_AUDIT_EACH = 200  # missed slots audited one by one per job; the rest go into one summary event
+CATCH_UP_WINDOW_LIMIT = 100_000  # slots examined at most inside one grace window (an every-1s job over 24 h)
+
+# ---- file-watch jobs (scheduler.watch.folder_watcher) ----------------------------------------
+WATCH_RETRY_S = 2.0  # a missing folder or a failed watcher is tried again this often
+WATCH_FOUND_WAIT_S = 60.0  # catchup latest: the longest the files found at start wait for each other
+WATCH_EVENT_WAIT_MS = 100  # longest wait inside watchfiles before settle deadlines are looked at again
+
+# ---- the committed audit trail's followers (scheduler.feed) ----------------------------------
+FEED_POLL_S = 0.25  # how often the audit feed looks for events committed by any process
+FEED_BATCH = 2000  # events read per query
+WEBHOOK_WORKERS = 4  # deliveries in parallel; retries wait in a heap and hold no worker
+WEBHOOK_MAX_PENDING = 1000  # queued plus waiting for a retry; beyond it new deliveries are dropped (and audited)
+WEBHOOK_MAX_ERROR = 300  # characters of a receiver's error kept in the audit trail
+
+# ---- the HTTP API (scheduler.api) -------------------------------------------------------------
+API_AUDIT_FLUSH_S = 0.2  # API audit events are written in batches this often, off the request path
+API_TRIGGER_WAIT_S = 60.0  # the longest a trigger request waits for its transaction before failing
+TRIGGER_MAX_BATCH = 500  # triggers recorded per transaction
+TRIGGER_LINGER_S = 0.003  # a batch waits this long for company when triggers arrive back to back
+TRIGGER_BUSY_S = 0.02  # a batch this soon after the previous one means triggers are arriving back to back
+API_NEXT_FIRES = 5  # next fire times shown per job
+
+# ---- child processes (scheduler.runs) ---------------------------------------------------------
+PIPELINE_CHECK_TIMEOUT_S = 300.0  # the pipeline check imports ZenML and every pipeline module; minutes mean a hang
+LOG_TAIL_CHARS = 400  # of a child's output kept as the error of a run that ended without a result
