@@ -10,7 +10,8 @@ WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY scheduler ./scheduler
-RUN /opt/venv/bin/pip install --no-cache-dir . dumb-init==1.2.5.post1
+# The daemon and the bundled example pipelines' libraries; no test tools.
+RUN /opt/venv/bin/pip install --no-cache-dir ".[examples]" dumb-init==1.2.5.post1
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv

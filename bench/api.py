@@ -33,7 +33,7 @@ allow`, no sleep and max_concurrent_runs 64, so every accepted trigger becomes a
 2. Idempotent retries: every key of the window is sent again at once; each replay must answer
    202 with `Idempotent-Replayed: true`, and no run row may be added.
 3. Baseline in the same run: the same load generator against bench/api_floor.py, a bare FastAPI
-   app on uvicorn, served the way scheduler/api_server.py serves, that returns 202 with a small
+   app on uvicorn, served the way scheduler/api/server.py serves, that returns 202 with a small
    JSON: the HTTP floor of this machine.
 4. The backlog: `hit`'s runs right after the window must be one running and every other one
    queued, and every slot of `tick` (below) in the window must have been launched: the launcher
@@ -884,14 +884,14 @@ def thread_line(path: Path) -> str:
     """One line per kind of thread: how many, busy time, write transactions and the wait for the lock."""
     group, count = path.name.split(".")[:2]
     stats = pstats.Stats(str(path))
-    begins, _, in_begin = stat(stats, "scheduler/store.py", "_on_begin")
+    begins, _, in_begin = stat(stats, "scheduler/store/engine.py", "_on_begin")
     # A store that queues its writers on a Python lock waits in `with lock:` inside Store.write,
     # which cProfile books as Store.write's own time (its only other work is a few attribute lookups).
-    _, in_lock, _ = stat(stats, "scheduler/store.py", "write")
+    _, in_lock, _ = stat(stats, "scheduler/store/engine.py", "write")
     _, sql_time, _ = stat(stats, "~", "<method 'execute' of 'sqlite3.Cursor' objects>")
     commits, commit_time, _ = stat(stats, "~", "<method 'commit' of 'sqlite3.Connection' objects>")
     forks, fork_time, _ = stat(stats, "~", "<built-in method _posixsubprocess.fork_exec>")
-    triggers, _, trigger_time = stat(stats, "scheduler/api_backend.py", "trigger")
+    triggers, _, trigger_time = stat(stats, "scheduler/api/backend.py", "trigger")
     idle = sum(stat(stats, "~", name)[1] for name in IDLE)
     busy = stats.total_tt - idle - in_begin - in_lock  # type: ignore[attr-defined]
     parts = [f"{group} (x{count}): {busy:.2f} s busy (not waiting on locks, queues, epoll, sleep or the write lock)"]

@@ -4,7 +4,7 @@
 
 Binds 127.0.0.1 on a free port, prints `{"port": N}` on stdout once it serves, and answers
 `POST /v1/jobs/{job}/runs` with 202 and a small JSON body until SIGTERM. Same stack and server
-settings as scheduler/api_server.py (uvicorn.Server on a thread, over a socket bound beforehand
+settings as scheduler/api/server.py (uvicorn.Server on a thread, over a socket bound beforehand
 with proto IPPROTO_TCP so that asyncio sets TCP_NODELAY on each connection, no access log, no
 lifespan, the event loop and HTTP parser uvicorn picks there), and like the daemon's route it is a
 plain `def` endpoint that reads the Idempotency-Key header and a JSON body, so it runs in anyio's

@@ -634,7 +634,7 @@ def profile_burst(n: int, notes: Notes) -> None:
             f"profile of a {n}-job burst (all rows after {burst.seconds:.2f} s under cProfile; "
             "whole daemon life, our modules only):"
         )
-        notes.add(pstats_text(out, "scheduler/(ledger|audit|daemon|planner)", top=15))
+        notes.add(pstats_text(out, "scheduler/(store|daemon|policy)/", top=15))
 
 
 # ---- 3. idle footprint ----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The exceptions zenml-scheduler raises, and nothing else.
 
-    SchedulerError                 base; carries the exit code the CLI should use
+    SchedulerError                 base
     ├── ConfigError                schedules.yaml is invalid (every problem, with file:line:col)
     ├── SettingsError              process settings are invalid
     ├── StateError                 the state database cannot be used as asked
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 
 class SchedulerError(Exception):
-    exit_code = 1
+    """Every error zenml-scheduler reports to its user."""
 
 
 @dataclass(frozen=True)
@@ -39,32 +39,30 @@ class Problem:
 class ConfigError(SchedulerError):
     """schedules.yaml was rejected; `problems` lists every error found, in file order."""
 
-    exit_code = 2
-
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.line, p.column, p.message))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
 class SettingsError(SchedulerError):
-    exit_code = 2
+    """Process settings (flags, ZENML_SCHEDULER_* variables, .env) are invalid."""
 
 
 class StateError(SchedulerError):
-    exit_code = 1
+    """The state database cannot be used as asked."""
 
 
 class LeaseHeldError(StateError):
-    exit_code = 3
+    """Another daemon holds this state database."""
 
 
 class SchemaTooNewError(StateError):
-    exit_code = 1
+    """The state database was written by a newer zenml-scheduler."""
 
 
 class NotFoundError(SchedulerError):
-    exit_code = 4
+    """A job, run or API key named by the user does not exist."""
 
 
 class DaemonNotRunningError(SchedulerError):
-    exit_code = 3
+    """A command needs a running daemon and there is none."""

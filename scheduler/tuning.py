@@ -49,5 +49,6 @@ TRIGGER_BUSY_S = 0.02  # a batch this soon after the previous one means triggers
 API_NEXT_FIRES = 5  # next fire times shown per job
 
 # ---- child processes (scheduler.runs) ---------------------------------------------------------
-PIPELINE_CHECK_TIMEOUT_S = 300.0  # the pipeline check imports ZenML and every pipeline module; minutes mean a hang
+PIPELINE_CHECK_TIMEOUT_S = 300.0  # default of the pipeline_check_timeout setting: the check imports ZenML and
+# every pipeline module, so minutes mean a hang
 LOG_TAIL_CHARS = 400  # of a child's output kept as the error of a run that ended without a result

@@ -16,15 +16,16 @@ from tests.harness import Project, write_stand_in
 # Modules whose tests run real ZenML pipelines (each child ~300 MB, a core for seconds) or build
 # the container image: each group stays on one xdist worker, so they never pile up on two cores.
 HEAVY_GROUPS = {
-    "test_child": "zenml", "test_zenml_repair": "zenml", "test_batch_inference": "zenml",
-    "test_pipeline_check": "zenml", "test_daemon": "zenml", "test_container": "container",
+    "tests.child.test_launch": "zenml", "tests.child.test_repair": "zenml", "tests.child.test_check": "zenml",
+    "tests.pipelines.test_batch_inference": "zenml", "tests.daemon.test_daemon": "zenml",
+    "tests.deploy.test_container": "container",
 }  # fmt: skip
 ZENML_TESTS_ELSEWHERE = {"test_a_dropped_csv_is_scored_by_a_real_zenml_run"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = item.module.__name__ if item.module else ""
         group = HEAVY_GROUPS.get(module) or ("zenml" if item.originalname in ZENML_TESTS_ELSEWHERE else None)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))

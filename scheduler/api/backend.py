@@ -1,6 +1,6 @@
 """What the HTTP API may do to the daemon: a narrow handle over its state database and config.
 
-Triggers are recorded by `api_triggers.TriggerRecorder` through the same `fires.fire` the main
+Triggers are recorded by `scheduler.api.trigger_recorder.TriggerRecorder` through the same `fires.fire` the main
 loop uses, so the caller gets its run record back at once; what only the main loop may do (wake
 the launcher, stop a replaced run) is handed to it through its inbox. Reads go straight to the
 database. The API's own audit events are written in batches by `AuditWriter`.
@@ -13,7 +13,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -29,13 +29,10 @@ from scheduler.store.engine import Store
 from scheduler.store.fires import FireResult
 from scheduler.store.run_records import latest_attempt, run_record
 from scheduler.store.schema import jobs, runs
+from scheduler.timing.clock import utcnow
 from scheduler.timing.triggers import fire_times
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class AuditWriter:

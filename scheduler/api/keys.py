@@ -18,13 +18,13 @@ import os
 import secrets
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from scheduler.config.stored_keys import Scope, StoredKey
 from scheduler.errors import SettingsError
+from scheduler.timing.clock import utcnow
 
 KEY_PREFIX = "zsk_"
 HASH_PREFIX = "sha256:"
@@ -72,7 +72,7 @@ def create_key(path: Path, name: str, scopes: Sequence[Scope]) -> str:
     if any(k.name == name for k in keys):
         raise SettingsError(f"an API key named {name!r} already exists in {path}; revoke it first")
     key = new_key()
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = utcnow().isoformat(timespec="seconds")
     try:
         entry = StoredKey(name=name, scopes=tuple(scopes), hash=hash_key(key), created_at=created)
     except ValidationError as exc:

@@ -1,97 +1,14 @@
-"""The `zenml-scheduler` command line: the only place errors become exit codes.
-
-Exit codes: 0 ok, 1 failure (a run failed, audit verify found tampering), 2 invalid config
-or settings, 3 daemon state (another daemon holds the database, or none is running), 4 a
-named job or run does not exist.
-"""
+"""The `zenml-scheduler` command line: the group and its entry point, the only place where
+errors become exit codes (see `scheduler.cli.exit_codes`)."""
 
 from __future__ import annotations
 
-import functools
-import getpass
-import json
-import socket
 import sys
-import time
-import uuid
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import click
-import yaml
-from sqlalchemy import select
 
-from scheduler.cli.text_table import render_table
-from scheduler.config.loader import load_config
-from scheduler.config.model import Config, Job
-from scheduler.config.settings import Settings, load_settings, masked_url
-from scheduler.config.watch_spec import templated_keys
-from scheduler.daemon.lease import current_holder
-from scheduler.errors import ConfigError, DaemonNotRunningError, NotFoundError, SchedulerError
-from scheduler.policy.fire_request import FINAL_STATUSES
-from scheduler.policy.keys import manual_run_key
-from scheduler.store import inbox
-from scheduler.store.engine import Store, open_store
-from scheduler.store.run_records import latest_attempt
-from scheduler.store.run_records import run_record as run_dict
-from scheduler.store.schema import jobs
-from scheduler.timing.triggers import fire_times
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _source() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}"
-
-
-def common(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--config/--db-url/--state-dir on every command, turned into Settings."""
-
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="schedules.yaml to use [env ZENML_SCHEDULER_CONFIG; default ./schedules.yaml]",
-    )
-    @click.option("--db-url", default=None, help="State database URL [env ZENML_SCHEDULER_DB_URL]")
-    @click.option(
-        "--state-dir",
-        default=None,
-        type=click.Path(file_okay=False),
-        help="Run logs and default database [env ZENML_SCHEDULER_STATE_DIR]",
-    )
-    @functools.wraps(func)
-    def wrapper(config_path: str | None, db_url: str | None, state_dir: str | None, **kwargs: Any) -> Any:
-        settings = load_settings(config=config_path, db_url=db_url, state_dir=state_dir)
-        return func(settings, **kwargs)
-
-    return wrapper
-
-
-def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
-
-
-def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _store(settings: Settings) -> Store:
-    return open_store(settings.resolved_db_url)
-
-
-def _job_or_fail(config: Config, name: str) -> None:
-    if name not in config.jobs:
-        known = ", ".join(sorted(config.jobs)) or "(none)"
-        raise NotFoundError(f"no job named {name!r} in {config.path}; jobs: {known}")
+from scheduler.cli import api_keys, exit_codes, jobs, plan, records, run, service, status
+from scheduler.errors import ConfigError, SchedulerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,221 +17,19 @@ def cli() -> None:
     """Fire ZenML pipelines on time, on request, exactly once, on the record."""
 
 
+for command in (
+    run.validate, run.run, plan.plan, plan.reload, service.health, service.show_settings,
+    jobs.list_jobs, jobs.next_fires, jobs.trigger, jobs.pause, jobs.resume,
+    status.status, status.clear, records.history, records.audit_cmd, api_keys.api_key,
+):  # fmt: skip
+    cli.add_command(command)
+cli.add_command(service.show_settings, "config")  # the command's first name; it prints the settings
+
+
 def main() -> None:
     """Console entry point: SchedulerError becomes its message on stderr and its exit code."""
     try:
         cli.main(prog_name="zenml-scheduler")
     except SchedulerError as exc:
         click.echo(f"error: {exc}" if not isinstance(exc, ConfigError) else str(exc), err=True)
-        sys.exit(exc.exit_code)
-
-
-@cli.command("list")
-@common
-@json_option
-def list_jobs(settings: Settings, as_json: bool) -> None:
-    """Jobs, their trigger, next fire time and state."""
-    config = load_config(settings.config)
-    now = _now()
-    with _store(settings).read() as conn:
-        stored = {row.name: row for row in conn.execute(select(jobs))}
-    items = []
-    for name, job in config.jobs.items():
-        row = stored.get(name)
-        first = job.first_fire_after(now)
-        state = "disabled" if not job.spec.enabled else ("paused" if row is not None and row.paused else "active")
-        items.append(
-            {
-                "job": name,
-                "trigger": job.trigger_text,
-                "timezone": job.spec.timezone,
-                "next_fire": first.astimezone(job.zone).isoformat() if first else None,
-                "state": state,
-                "last_outcome": row.last_outcome if row is not None else None,
-                "last_outcome_at": row.last_outcome_at.isoformat() if row is not None and row.last_outcome_at else None,
-                "pipeline": job.spec.pipeline,
-            }
-        )
-    if as_json:
-        _emit(items)
-        return
-    click.echo(
-        render_table(
-            ["JOB", "TRIGGER", "TIMEZONE", "NEXT FIRE", "STATE", "LAST OUTCOME"],
-            [
-                [
-                    i["job"],
-                    i["trigger"],
-                    i["timezone"],
-                    i["next_fire"] or _no_time(config.jobs[i["job"]]),
-                    i["state"],
-                    i["last_outcome"] or "-",
-                ]
-                for i in items
-            ],
-        )
-    )
-
-
-@cli.command("next")
-@click.argument("job_names", nargs=-1)
-@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(1, 10000), help="How many fire times.")
-@click.option("--after", default=None, help="ISO-8601 instant to count from (default now; naive = UTC).")
-@common
-@json_option
-def next_fires(settings: Settings, job_names: tuple[str, ...], count: int, after: str | None, as_json: bool) -> None:
-    """The next N fire times of the named jobs (all jobs when none are named)."""
-    config = load_config(settings.config)
-    for name in job_names:
-        _job_or_fail(config, name)
-    start = _now()
-    if after is not None:
-        try:
-            start = datetime.fromisoformat(after.replace("Z", "+00:00"))
-        except ValueError:
-            raise click.BadParameter(f"not an ISO-8601 timestamp: {after!r}", param_hint="--after") from None
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=timezone.utc)
-    result = {
-        name: [
-            t.astimezone(config.jobs[name].zone).isoformat()
-            for t in fire_times(config.jobs[name].trigger, start, count)
-        ]
-        for name in (job_names or tuple(config.jobs))
-    }
-    if as_json:
-        _emit(result)
-        return
-    for name, times in result.items():
-        job = config.jobs[name]
-        click.echo(f"{name}  ({job.trigger_text}, {job.spec.timezone})")
-        for instant in times or [f"({_no_time(job)})"]:
-            click.echo(f"  {instant}")
-
-
-def _no_time(job: Job) -> str:
-    return f"on files in {job.watch_root}" if job.is_watch else "-"
-
-
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--param")
-        try:
-            params[key] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            params[key] = raw
-    return params
-
-
-@cli.command("trigger")
-@click.argument("job")
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a pipeline parameter (value parsed as YAML: 5, true, text).",
-)
-@click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 unless it succeeded.")
-@click.option("--no-check", is_flag=True, help="Skip checking the parameters against the pipeline first.")
-@common
-@json_option
-def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, no_check: bool, as_json: bool) -> None:
-    """Run JOB now, through the running daemon."""
-    config = load_config(settings.config)
-    _job_or_fail(config, job)
-    overrides = _parse_params(params)
-    missing = [key for key in templated_keys(config.jobs[job].spec.parameters) if key not in overrides]
-    if missing:
-        raise click.UsageError(
-            f"{job} is a watch job: its parameters {', '.join(missing)} are filled from the files that arrive; "
-            f"give them for a manual run, e.g. --param {missing[0]}=data/incoming/batch.csv"
-        )
-    store = _store(settings)
-    if current_holder(store, _now(), timedelta(seconds=settings.lease_ttl)) is None:
-        raise DaemonNotRunningError(
-            f"no zenml-scheduler daemon is running on {masked_url(settings.resolved_db_url)}; "
-            f"start one with `zenml-scheduler run --config {settings.config}`"
-        )
-    if overrides and not no_check:
-        from scheduler.runs.preflight import check_pipelines
-
-        problems = check_pipelines(config, settings.python, overrides={job: overrides}, only=[job])
-        if problems:
-            raise ConfigError(problems)
-    now = _now()
-    run_key = manual_run_key(job, now, uuid.uuid4().hex[:8])
-    with store.write() as conn:
-        inbox.add_request(conn, job, run_key, overrides, _source(), now, config.revision)
-    if not as_json:
-        click.echo(f"requested {run_key}")
-    if not wait:
-        if as_json:
-            _emit({"run_key": run_key, "status": "requested"})
-        return
-    run = _wait_for(store, run_key)
-    if as_json:
-        _emit(run_dict(run))
-    else:
-        click.echo(f"{run.run_key}: {run.status}" + (f" ({run.error})" if run.error else ""))
-    if run.status != "succeeded":
-        sys.exit(1)
-
-
-def _wait_for(store: Store, run_key: str) -> Any:
-    while True:
-        with store.read() as conn:
-            row = latest_attempt(conn, run_key)
-        if row is not None and row.status in FINAL_STATUSES:
-            return row
-        time.sleep(0.5)
-
-
-def _set_paused(settings: Settings, job: str, paused: bool) -> None:
-    config = load_config(settings.config)
-    _job_or_fail(config, job)
-    with _store(settings).write() as conn:
-        if not inbox.set_paused(conn, job, paused, _source(), _now()):
-            raise NotFoundError(f"job {job!r} is not in the state database yet; start the daemon once first")
-    click.echo(f"{job}: {'paused' if paused else 'resumed'}")
-
-
-@cli.command("pause")
-@click.argument("job")
-@common
-def pause(settings: Settings, job: str) -> None:
-    """Stop JOB firing on schedule (kept across restarts and reloads)."""
-    _set_paused(settings, job, True)
-
-
-@cli.command("resume")
-@click.argument("job")
-@common
-def resume(settings: Settings, job: str) -> None:
-    """Let a paused JOB fire again."""
-    _set_paused(settings, job, False)
-
-
-from scheduler.cli import records as cli_records  # noqa: E402  (commands that live in their own modules)
-from scheduler.cli import run as cli_run  # noqa: E402
-
-cli_records.register(cli, common, json_option, _emit)
-
-cli_run.register(cli, common)
-
-from scheduler.cli import status as cli_status  # noqa: E402
-
-cli_status.register(cli, common, json_option, _source)
-
-from scheduler.cli import plan as cli_plan  # noqa: E402
-from scheduler.cli import service as cli_service  # noqa: E402
-
-cli_plan.register(cli, common, json_option, _source)
-cli_service.register(cli, common, json_option)
-
-from scheduler.cli import api_keys as cli_api  # noqa: E402
-
-cli_api.register(cli, common, json_option, _emit)
+        sys.exit(exit_codes.exit_code_of(exc))

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy import select
 
+from scheduler.cli import exit_codes, options
 from scheduler.config.model import Config, Job
-from scheduler.config.settings import Settings, masked_url
-from scheduler.daemon.lease import current_holder
-from scheduler.errors import DaemonNotRunningError
+from scheduler.config.settings import Settings
 from scheduler.policy.catch_up import plan_catch_up
 from scheduler.policy.decide import policy_of
 from scheduler.policy.reload_diff import Diff, diff_jobs
 from scheduler.store import inbox
 from scheduler.store.catalog import stored_specs
-from scheduler.store.engine import open_store
 from scheduler.store.schema import jobs
+from scheduler.timing.clock import utcnow
 from scheduler.timing.triggers import dst_note, fire_times
 
 
@@ -85,37 +82,33 @@ def _next_lines(times: list[dict[str, Any]]) -> list[str]:
     return [f"    next: {t['at']}" + (f"  [{t['dst']}]" if t["dst"] else "") for t in times]
 
 
-def register(
-    cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any], source: Callable[[], str]
-) -> None:
-    @cli.command("plan")
-    @click.argument("file", required=False, type=click.Path(dir_okay=False))
-    @click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
-    @json_option
-    @common
-    def plan(settings: Settings, file: str | None, no_pipelines: bool, as_json: bool) -> None:
-        """What a reload with FILE would change; exit 0 if nothing, 1 if something, 2 if FILE is invalid."""
-        from scheduler.cli.run import load_checked
+@click.command("plan")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 5 when there are changes, 0 when none (like terraform).")
+@options.json_option
+@options.common
+def plan(settings: Settings, file: str | None, no_pipelines: bool, detailed_exitcode: bool, as_json: bool) -> None:
+    """What a reload with FILE would change; exit 2 if FILE is invalid."""
+    from scheduler.cli.run import load_checked
 
-        config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
-        with open_store(settings.resolved_db_url).read() as conn:
-            stored = stored_specs(conn)
-            rows = {row.name: row for row in conn.execute(select(jobs).where(jobs.c.removed_at.is_(None)))}
-        result = build_plan(config, stored, rows, datetime.now(timezone.utc), timedelta(seconds=settings.misfire_grace))
-        click.echo(json.dumps(result, indent=2) if as_json else render_plan(result))
-        if result["added"] or result["changed"] or result["removed"]:
-            sys.exit(1)
+    config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
+    with options.state(settings).read() as conn:
+        stored = stored_specs(conn)
+        rows = {row.name: row for row in conn.execute(select(jobs).where(jobs.c.removed_at.is_(None)))}
+    result = build_plan(config, stored, rows, utcnow(), timedelta(seconds=settings.misfire_grace))
+    click.echo(json.dumps(result, indent=2) if as_json else render_plan(result))
+    if detailed_exitcode and (result["added"] or result["changed"] or result["removed"]):
+        raise SystemExit(exit_codes.CHANGES_PENDING)
 
-    @cli.command("reload")
-    @common
-    def reload(settings: Settings) -> None:
-        """Ask the running daemon to reload its config (same as SIGHUP); it validates first."""
-        store = open_store(settings.resolved_db_url)
-        now = datetime.now(timezone.utc)
-        if current_holder(store, now, timedelta(seconds=settings.lease_ttl)) is None:
-            raise DaemonNotRunningError(
-                f"no zenml-scheduler daemon is running on {masked_url(settings.resolved_db_url)}"
-            )
-        with store.write() as conn:
-            inbox.request_reload(conn, source(), now)
-        click.echo("reload requested; `zenml-scheduler audit` shows whether it was applied or rejected")
+
+@click.command("reload")
+@options.common
+def reload(settings: Settings) -> None:
+    """Ask the running daemon to reload its config (same as SIGHUP); it validates first."""
+    store = options.state(settings)
+    options.require_daemon(settings, store)
+    now = utcnow()
+    with store.write() as conn:
+        inbox.request_reload(conn, options.source(), now)
+    click.echo("reload requested; `zenml-scheduler audit` shows whether it was applied or rejected")

@@ -5,23 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 
+from scheduler.cli import options
 from scheduler.cli.text_table import render_table
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config
-from scheduler.config.settings import Settings, masked_url
+from scheduler.config.settings import Settings
 from scheduler.daemon.lease import current_holder
 from scheduler.daemon.logs import setup_logging
 from scheduler.errors import ConfigError, LeaseHeldError, Problem
 from scheduler.runs.preflight import checked_config
 from scheduler.store.catalog import record_rejected_config
-from scheduler.store.engine import open_store
+from scheduler.store.engine import masked_url
+from scheduler.timing.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def load_checked(settings: Settings, path: Path | None = None, check: bool = Tru
     Without `check` the config carries no descriptions."""
     config = load_config(path or settings.config)
     if check:
-        config = checked_config(config, settings.python)
+        config = checked_config(config, settings.python, timeout=settings.pipeline_check_timeout)
     return config
 
 
@@ -64,75 +64,73 @@ def startup_table(config: Config, next_fires: dict[str, datetime | None]) -> str
     return table + (f"\n... and {hidden} more (zenml-scheduler list)" if hidden > 0 else "")
 
 
-def register(cli: click.Group, common: Callable[..., Any]) -> None:
-    @cli.command("validate")
-    @click.argument("file", required=False, type=click.Path(dir_okay=False))
-    @click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
-    @common
-    def validate(settings: Settings, file: str | None, no_pipelines: bool) -> None:
-        """Check FILE (default: the configured schedules.yaml); exit 2 listing every error."""
-        config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
-        for warning in missing_folders(config):
-            click.echo(str(warning), err=True)
-        click.echo(f"{config.path}: OK ({len(config.jobs)} jobs, revision {config.revision})")
+@click.command("validate")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--no-pipelines", is_flag=True, help="Check syntax and schema only; do not import pipelines.")
+@options.common
+def validate(settings: Settings, file: str | None, no_pipelines: bool) -> None:
+    """Check FILE (default: the configured schedules.yaml); exit 2 listing every error."""
+    config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
+    for warning in missing_folders(config):
+        click.echo(str(warning), err=True)
+    click.echo(f"{config.path}: OK ({len(config.jobs)} jobs, revision {config.revision})")
 
-    @cli.command("run")
-    @click.option(
-        "--log-format",
-        type=click.Choice(["auto", "json", "text"]),
-        default=None,
-        help="Log format [env ZENML_SCHEDULER_LOG_FORMAT; auto = json unless a terminal]",
-    )
-    @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
-    @click.option("--max-concurrent-runs", type=int, default=None, help="Runs at once [default: CPU count]")
-    @click.option("--misfire-grace", default=None, help="How late a slot may still fire, e.g. 10m")
-    @click.option("--shutdown-grace", default=None, help="On SIGTERM, how long runs may finish, e.g. 60s")
-    @click.option("--kill-grace", default=None, help="SIGTERM to SIGKILL for a run's process group, e.g. 10s")
-    @click.option("--lease-ttl", default=None, help="Heartbeat age after which a daemon's lease expires, e.g. 15s")
-    @click.option("--python", default=None, help="Interpreter for child processes [default: this one]")
-    @click.option(
-        "--api/--no-api", "api_enabled", default=None, help="Serve the HTTP API [env ZENML_SCHEDULER_API_ENABLED]"
-    )
-    @click.option("--api-host", default=None, help="API address [default 127.0.0.1; others need API keys]")
-    @click.option("--api-port", type=int, default=None, help="API port [default 8765; 0 = any free port]")
-    @click.option("--no-check-pipelines", is_flag=True, help="Skip importing pipelines at start (not recommended).")
-    @common
-    def run(
-        settings: Settings,
-        no_check_pipelines: bool,
-        **flags: str | int | None,
-    ) -> None:
-        """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
-        from scheduler.config.settings import load_settings
-        from scheduler.daemon.loop import Daemon
 
-        settings = load_settings(**{**settings.model_dump(exclude_unset=True), **flags})
-        setup_logging(settings.log_format, settings.log_level)
-        store = open_store(settings.resolved_db_url)
-        # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
-        holder = current_holder(store, datetime.now(timezone.utc), timedelta(seconds=settings.lease_ttl))
-        if holder is not None:
-            raise LeaseHeldError(
-                f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}"
-            )
-        try:
-            config = load_checked(settings, check=not no_check_pipelines)
-        except ConfigError as exc:
-            with store.write() as conn:
-                record_rejected_config(conn, settings.config, exc.problems, datetime.now(timezone.utc), "daemon")
-            raise
-        for warning in missing_folders(config):
-            log.warning("%s", warning)
-        daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines)
-        daemon.start()
-        click.echo(
-            f"zenml-scheduler: {len(config.jobs)} jobs from {config.path} (revision {config.revision}), "
-            f"state {masked_url(settings.resolved_db_url)}"
-        )
-        click.echo(startup_table(config, daemon.next_fires))
-        if daemon.services.api_url:
-            click.echo(f"HTTP API on {daemon.services.api_url} (OpenAPI at {daemon.services.api_url}/openapi.json)")
-        sys.stdout.flush()
-        daemon.notifier.ready(daemon.status_line())  # recovered, reconciled and timing: ready
-        daemon.run()
-        click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")
+@click.command("run")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default=None,
+    help="Log format [env ZENML_SCHEDULER_LOG_FORMAT; auto = json unless a terminal]",
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
+@click.option("--max-concurrent-runs", type=int, default=None, help="Runs at once [default: CPU count]")
+@click.option("--misfire-grace", default=None, help="How late a slot may still fire, e.g. 10m")
+@click.option("--shutdown-grace", default=None, help="On SIGTERM, how long runs may finish, e.g. 60s")
+@click.option("--kill-grace", default=None, help="SIGTERM to SIGKILL for a run's process group, e.g. 10s")
+@click.option("--lease-ttl", default=None, help="Heartbeat age after which a daemon's lease expires, e.g. 15s")
+@click.option("--python", default=None, help="Interpreter for child processes [default: this one]")
+@click.option(
+    "--api/--no-api", "api_enabled", default=None, help="Serve the HTTP API [env ZENML_SCHEDULER_API_ENABLED]"
+)
+@click.option("--api-host", default=None, help="API address [default 127.0.0.1; others need API keys]")
+@click.option("--api-port", type=int, default=None, help="API port [default 8765; 0 = any free port]")
+@click.option("--no-check-pipelines", is_flag=True, help="Skip importing pipelines at start (not recommended).")
+@options.common
+def run(
+    settings: Settings,
+    no_check_pipelines: bool,
+    **flags: str | int | None,
+) -> None:
+    """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
+    from scheduler.config.settings import load_settings
+    from scheduler.daemon.loop import Daemon
+
+    settings = load_settings(**{**settings.model_dump(exclude_unset=True), **flags})
+    setup_logging(settings.log_format, settings.log_level)
+    store = options.state(settings)
+    # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
+    holder = current_holder(store, utcnow(), timedelta(seconds=settings.lease_ttl))
+    if holder is not None:
+        raise LeaseHeldError(f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}")
+    try:
+        config = load_checked(settings, check=not no_check_pipelines)
+    except ConfigError as exc:
+        with store.write() as conn:
+            record_rejected_config(conn, settings.config, exc.problems, utcnow(), "daemon")
+        raise
+    for warning in missing_folders(config):
+        log.warning("%s", warning)
+    daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines)
+    daemon.start()
+    click.echo(
+        f"zenml-scheduler: {len(config.jobs)} jobs from {config.path} (revision {config.revision}), "
+        f"state {masked_url(settings.resolved_db_url)}"
+    )
+    click.echo(startup_table(config, daemon.next_fires))
+    if daemon.services.api_url:
+        click.echo(f"HTTP API on {daemon.services.api_url} (OpenAPI at {daemon.services.api_url}/openapi.json)")
+    sys.stdout.flush()
+    daemon.notifier.ready(daemon.status_line())  # recovered, reconciled and timing: ready
+    daemon.run()
+    click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import click
 
-from scheduler.config.settings import Settings, masked_url
+from scheduler.cli import exit_codes, options
+from scheduler.config.settings import Settings
 from scheduler.daemon.lease import current_holder
-from scheduler.store.engine import open_store
+from scheduler.store.engine import masked_url
+from scheduler.timing.clock import utcnow
 
 
 def effective_settings(settings: Settings) -> dict[str, Any]:
@@ -24,38 +24,38 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
     return values
 
 
-def register(cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any]) -> None:
-    @cli.command("health")
-    @common
-    @json_option
-    def health(settings: Settings, as_json: bool) -> None:
-        """Exit 0 when a daemon's heartbeat on this state database is fresh, 1 otherwise."""
-        now = datetime.now(timezone.utc)
-        holder = current_holder(open_store(settings.resolved_db_url), now, timedelta(seconds=settings.lease_ttl))
-        report = {
-            "healthy": holder is not None,
-            "host": holder.host if holder else None,
-            "pid": holder.pid if holder else None,
-            "since": holder.started_at.isoformat() if holder else None,
-            "heartbeat_age_s": round((now - holder.heartbeat_at).total_seconds(), 1) if holder else None,
-        }
-        if as_json:
-            click.echo(json.dumps(report))
-        elif holder is not None:
-            click.echo(f"healthy: {holder.describe()}, heartbeat {report['heartbeat_age_s']}s ago")
-        else:
-            click.echo(f"unhealthy: no daemon heartbeat within {settings.lease_ttl:.0f}s", err=True)
-        if holder is None:
-            sys.exit(1)
+@click.command("health")
+@options.common
+@options.json_option
+def health(settings: Settings, as_json: bool) -> None:
+    """Exit 0 when a daemon's heartbeat on this state database is fresh, 3 otherwise."""
+    now = utcnow()
+    holder = current_holder(options.state(settings), now, timedelta(seconds=settings.lease_ttl))
+    report = {
+        "healthy": holder is not None,
+        "host": holder.host if holder else None,
+        "pid": holder.pid if holder else None,
+        "since": holder.started_at.isoformat() if holder else None,
+        "heartbeat_age_s": round((now - holder.heartbeat_at).total_seconds(), 1) if holder else None,
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+    elif holder is not None:
+        click.echo(f"healthy: {holder.describe()}, heartbeat {report['heartbeat_age_s']}s ago")
+    else:
+        click.echo(f"unhealthy: no daemon heartbeat within {settings.lease_ttl:.0f}s", err=True)
+    if holder is None:
+        raise SystemExit(exit_codes.DAEMON_STATE)
 
-    @cli.command("config")
-    @common
-    @json_option
-    def show_config(settings: Settings, as_json: bool) -> None:
-        """The effective settings (flags > ZENML_SCHEDULER_* > .env > defaults), secrets masked."""
-        values = effective_settings(settings)
-        if as_json:
-            click.echo(json.dumps(values, indent=2))
-            return
-        for key, value in values.items():
-            click.echo(f"{key} = {value}  (ZENML_SCHEDULER_{key.upper()})")
+
+@click.command("settings")
+@options.common
+@options.json_option
+def show_settings(settings: Settings, as_json: bool) -> None:
+    """The effective settings (flags > ZENML_SCHEDULER_* > .env > defaults), secrets masked; alias: config."""
+    values = effective_settings(settings)
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    for key, value in values.items():
+        click.echo(f"{key} = {value}  (ZENML_SCHEDULER_{key.upper()})")

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import click
 from sqlalchemy import func, select
 
+from scheduler.cli import options
 from scheduler.cli.text_table import render_table
 from scheduler.config.loader import load_config
 from scheduler.config.settings import Settings
 from scheduler.errors import NotFoundError
-from scheduler.store.engine import Store, open_store
+from scheduler.store.engine import Store
 from scheduler.store.outcomes import clear_errors
 from scheduler.store.schema import jobs, runs
+from scheduler.timing.clock import utcnow
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -55,40 +56,37 @@ def job_status(store: Store, names: list[str]) -> list[dict[str, Any]]:
     return result
 
 
-def register(
-    cli: click.Group, common: Callable[..., Any], json_option: Callable[..., Any], source: Callable[[], str]
-) -> None:
-    @cli.command("status")
-    @click.argument("job", required=False)
-    @common
-    @json_option
-    def status(settings: Settings, job: str | None, as_json: bool) -> None:
-        """Dispatch state per job: last result, failures, errors, runs active."""
-        config = load_config(settings.config)
-        if job is not None and job not in config.jobs:
-            raise NotFoundError(f"no job named {job!r} in {config.path}; jobs: {', '.join(sorted(config.jobs))}")
-        items = job_status(open_store(settings.resolved_db_url), [job] if job else list(config.jobs))
-        if as_json:
-            click.echo(json.dumps(items if job is None else items[0], indent=2))
-            return
-        click.echo(render_table(
-            ["JOB", "STATE", "LAST DISPATCH", "RUNNING", "QUEUED", "FAILURES", "ERRORS", "LAST ERROR"],
-            [[i["job"], "paused" if i["paused"] else "active", i["last_dispatch"] or "-", i["running"], i["queued"],
-              i["consecutive_failures"], i["error_count"], (i["last_error"] or "")[:60]] for i in items],
-        ))  # fmt: skip
-        for item in items:
-            if item["paused_reason"]:
-                click.echo(f"{item['job']}: {item['paused_reason']}")
+@click.command("status")
+@click.argument("job", required=False)
+@options.common
+@options.json_option
+def status(settings: Settings, job: str | None, as_json: bool) -> None:
+    """Dispatch state per job: last result, failures, errors, runs active."""
+    config = load_config(settings.config)
+    if job is not None:
+        options.job_or_fail(config, job)
+    items = job_status(options.state(settings), [job] if job else list(config.jobs))
+    if as_json:
+        click.echo(json.dumps(items if job is None else items[0], indent=2))
+        return
+    click.echo(render_table(
+        ["JOB", "STATE", "LAST DISPATCH", "RUNNING", "QUEUED", "FAILURES", "ERRORS", "LAST ERROR"],
+        [[i["job"], "paused" if i["paused"] else "active", i["last_dispatch"] or "-", i["running"], i["queued"],
+          i["consecutive_failures"], i["error_count"], (i["last_error"] or "")[:60]] for i in items],
+    ))  # fmt: skip
+    for item in items:
+        if item["paused_reason"]:
+            click.echo(f"{item['job']}: {item['paused_reason']}")
 
-    @cli.command("clear-errors")
-    @click.argument("job")
-    @common
-    def clear(settings: Settings, job: str) -> None:
-        """Reset JOB's failure count and error state (audited); a paused job stays paused."""
-        config = load_config(settings.config)
-        if job not in config.jobs:
-            raise NotFoundError(f"no job named {job!r} in {config.path}")
-        with open_store(settings.resolved_db_url).write() as conn:
-            if not clear_errors(conn, job, source(), datetime.now(timezone.utc)):
-                raise NotFoundError(f"job {job!r} is not in the state database yet; start the daemon once first")
-        click.echo(f"{job}: errors cleared")
+
+@click.command("clear-errors")
+@click.argument("job")
+@options.common
+def clear(settings: Settings, job: str) -> None:
+    """Reset JOB's failure count and error state (audited); a paused job stays paused."""
+    config = load_config(settings.config)
+    options.job_or_fail(config, job)
+    with options.state(settings).write() as conn:
+        if not clear_errors(conn, job, options.source(), utcnow()):
+            raise NotFoundError(f"job {job!r} is not in the state database yet; start the daemon once first")
+    click.echo(f"{job}: errors cleared")

@@ -2,7 +2,7 @@
 
 The loader is pure apart from reading the file: it returns a `Config` whose jobs carry their
 parsed trigger, or raises `ConfigError` listing everything wrong. Pipelines are not imported
-here (that needs ZenML, which only child processes load); see `scheduler.pipeline_checks`.
+here (that needs ZenML, which only child processes load); see `scheduler.runs.preflight`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from scheduler.timing.durations import parse_duration
 from scheduler.timing.triggers import FileTrigger, IntervalTrigger, OneOffTrigger, Trigger, WindowedTrigger
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-TRIGGER_FIELDS = ("cron", "every", "at", "watch")
+# The keys of which a job gives exactly one: what starts its runs.
+TRIGGER_KEYS = ("cron", "every", "at", "watch")
 SUPPORTED_VERSION = 1
 
 
@@ -105,14 +106,14 @@ def _build_job(
         return None
     origin: dict[str, tuple[str, ...]] = {}
     merged: dict[str, Any] = {}
-    job_sets_trigger = any(key in raw for key in TRIGGER_FIELDS)
+    job_sets_trigger = any(key in raw for key in TRIGGER_KEYS)
     for key, value in defaults.items():
-        if key in TRIGGER_FIELDS and job_sets_trigger:
+        if key in TRIGGER_KEYS and job_sets_trigger:
             continue  # a job's own trigger replaces the default trigger as a whole
         merged[key], origin[key] = value, ("defaults",)
     for key, value in raw.items():
         merged[key], origin[key] = value, where
-    triggers = [key for key in TRIGGER_FIELDS if merged.get(key) is not None]
+    triggers = [key for key in TRIGGER_KEYS if merged.get(key) is not None]
     if len(triggers) != 1:
         found = ", ".join(triggers) if triggers else "none"
         problems.append(

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler import tuning
 from scheduler.config.stored_keys import StoredKey
 from scheduler.errors import SettingsError
 from scheduler.timing.durations import parse_duration
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     kill_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL for a child.")
     lease_ttl: float = Field(15.0, gt=1, description="Seconds without heartbeat before a lease expires.")
     python: str = Field(sys.executable, description="Interpreter for child processes.")
+    pipeline_check_timeout: float = Field(
+        tuning.PIPELINE_CHECK_TIMEOUT_S,
+        gt=0,
+        description="Seconds the pipeline check may take before it counts as hung.",
+    )
     # The HTTP API (see the README's "HTTP API" section).
     api_enabled: bool = Field(False, description="Serve the HTTP API from the daemon.")
     api_host: str = Field("127.0.0.1", description="Address the API binds; non-loopback needs API keys.")
@@ -56,7 +62,9 @@ class Settings(BaseSettings):
     api_ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for the API.")
     api_ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for the API.")
 
-    @field_validator("misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", mode="before")
+    @field_validator(
+        "misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", "pipeline_check_timeout", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> float:
         if isinstance(value, str):
@@ -93,13 +101,3 @@ def load_settings(**overrides: Any) -> Settings:
             env_name = f"ZENML_SCHEDULER_{name.upper()}"
             lines.append(f"setting {name} ({env_name}): {error['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
-
-
-def masked_url(url: str) -> str:
-    """The URL with any password replaced, safe to print and log."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"

@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class ConfigFollower:
-    def __init__(self, config: Config, python: str, check_pipelines: bool, store: Store, notifier: Notifier) -> None:
+    def __init__(
+        self, config: Config, python: str, check_pipelines: bool, check_timeout: float, store: Store, notifier: Notifier
+    ) -> None:
         self.path = config.path
         self.monitor = ConfigFileMonitor(config.path)
-        self.reloader = Reloader(config.path, python, check_pipelines)
+        self.reloader = Reloader(config.path, python, check_pipelines, check_timeout)
         self.store = store
         self.notifier = notifier
         self.requested: str | None = None

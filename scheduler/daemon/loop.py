@@ -76,7 +76,9 @@ class Daemon:
         self.timer = SlotTimer(self.handover.slots)
         self.signals = SignalFlags()
         self.notifier = Notifier(env)
-        self.follower = ConfigFollower(config, settings.python, check_pipelines, store, self.notifier)
+        self.follower = ConfigFollower(
+            config, settings.python, check_pipelines, settings.pipeline_check_timeout, store, self.notifier
+        )
         self.watchers = FolderWatchers(store, self.handover.put)
         self.services = Services(settings, store, lambda: self.config, self.handover.put, self.health)
         self.next_fires: dict[str, datetime | None] = {}

@@ -10,6 +10,7 @@ import queue
 import threading
 from pathlib import Path
 
+from scheduler import tuning
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config
 from scheduler.errors import ConfigError, Problem, SchedulerError
@@ -20,10 +21,13 @@ Result = tuple[str, Config | ConfigError]
 class Reloader:
     """Loads (and, when asked, pipeline-checks) the config in a worker thread, one at a time."""
 
-    def __init__(self, path: Path, python: str, check_pipelines: bool) -> None:
+    def __init__(
+        self, path: Path, python: str, check_pipelines: bool, check_timeout: float = tuning.PIPELINE_CHECK_TIMEOUT_S
+    ) -> None:
         self.path = path
         self.python = python
         self.check_pipelines = check_pipelines
+        self.check_timeout = check_timeout
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._busy = threading.Event()
         self._again: str | None = None
@@ -43,7 +47,7 @@ class Reloader:
             if self.check_pipelines:  # the checked config carries its pipelines' descriptions
                 from scheduler.runs.preflight import checked_config
 
-                config = checked_config(config, self.python)
+                config = checked_config(config, self.python, timeout=self.check_timeout)
             self._results.put((reason, config))
         except ConfigError as exc:
             self._results.put((reason, exc))

@@ -4,7 +4,7 @@ Jobs are rebuilt from schedules.yaml at every start (a memory job store), so the
 never holds pickled code. Our own trigger class wraps `scheduler.timing.triggers`, which has standard
 cron semantics; APScheduler's CronTrigger does not (Monday = 0, AND of day fields).
 Its defaults are replaced deliberately:
-- misfire_grace_time=None: APScheduler never drops a late slot itself; the planner applies the
+- misfire_grace_time=None: APScheduler never drops a late slot itself; the policy core applies the
   grace window and audits every skip.
 - coalesce=False: each slot is handed over with its own instant, so each gets its own run key.
 - max_instances is irrelevant: the hand-off executor returns at once and counts nothing.

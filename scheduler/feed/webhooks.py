@@ -27,7 +27,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection
@@ -39,6 +38,7 @@ from scheduler.feed.audit_feed import AuditRecord
 from scheduler.store.audit import Event, append
 from scheduler.store.engine import Store
 from scheduler.store.run_records import latest_attempt, run_record
+from scheduler.timing.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class WebhookSender:
             return
         try:
             with self.store.write() as conn:
-                append(conn, datetime.now(timezone.utc), events)
+                append(conn, utcnow(), events)
         except Exception:
             log.exception("could not audit %d webhook event(s)", len(events))
 

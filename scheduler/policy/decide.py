@@ -17,7 +17,7 @@ from scheduler.policy.fire_request import FireRequest
 
 @dataclass(frozen=True)
 class JobState:
-    """What the planner needs to know about a job at decision time."""
+    """What `decide` needs to know about a job at decision time."""
 
     exists: bool = True
     paused: bool = False

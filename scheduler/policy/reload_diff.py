@@ -24,7 +24,8 @@ class Diff:
         return not (self.added or self.changed or self.removed)
 
 
-TRIGGER_FIELDS = ("cron", "every", "at", "timezone")
+# Fields that define a job's grid of slots: a change means the old slots are not owed any more.
+SLOT_GRID_FIELDS = ("cron", "every", "at", "timezone")
 
 
 def diff_jobs(desired: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]) -> Diff:
@@ -47,7 +48,7 @@ def diff_jobs(desired: dict[str, dict[str, Any]], current: dict[str, dict[str, A
 
 
 # Fields whose change means the job's timing in APScheduler must be rebuilt.
-TIMING_FIELDS = (*TRIGGER_FIELDS, "start", "end", "enabled", "max_runs")
+TIMING_FIELDS = (*SLOT_GRID_FIELDS, "start", "end", "enabled", "max_runs")
 
 
 def retime_needed(change: JobChange) -> bool:
@@ -56,4 +57,4 @@ def retime_needed(change: JobChange) -> bool:
 
 def trigger_changed(change: JobChange) -> bool:
     """A changed trigger or timezone means the old slot grid no longer applies."""
-    return any(key in change.fields for key in TRIGGER_FIELDS)
+    return any(key in change.fields for key in SLOT_GRID_FIELDS)

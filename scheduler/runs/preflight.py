@@ -20,7 +20,7 @@ from typing import Any
 
 from scheduler import tuning
 from scheduler.config.model import Config, Job
-from scheduler.errors import ConfigError, Problem, SchedulerError
+from scheduler.errors import ConfigError, Problem, SchedulerError, SettingsError
 from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
 from scheduler.runs.runner import child_env
 
@@ -64,14 +64,19 @@ class PipelineCheck:
     pipelines: dict[str, Any]
 
 
-def checked_config(config: Config, python: str, env: Mapping[str, str] | None = None) -> Config:
+def checked_config(
+    config: Config,
+    python: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = tuning.PIPELINE_CHECK_TIMEOUT_S,
+) -> Config:
     """`config` with its pipelines' descriptions attached (`Config.pipelines`).
 
     Raises:
         ConfigError: Listing every problem the check found.
         SchedulerError: When the checker itself fails.
     """
-    result = run_pipeline_check(config, python, env)
+    result = run_pipeline_check(config, python, env, timeout=timeout)
     if result.problems:
         raise ConfigError(result.problems)
     return dataclasses.replace(config, pipelines=result.pipelines)
@@ -104,16 +109,24 @@ def run_pipeline_check(
     with tempfile.TemporaryDirectory(prefix="zenml-scheduler-check-") as tmp:
         request_path, answer_path = Path(tmp) / "request.json", Path(tmp) / "answer.json"
         request_path.write_text(json.dumps(request, default=str))
-        proc = subprocess.run(
-            [python, "-m", CHECK_MODULE, str(request_path), str(answer_path)],
-            cwd=config.project_root,
-            env=child_env(os.environ if env is None else env, config.project_root),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [python, "-m", CHECK_MODULE, str(request_path), str(answer_path)],
+                cwd=config.project_root,
+                env=child_env(os.environ if env is None else env, config.project_root),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise SchedulerError(
+                f"the pipeline check did not finish within {timeout:.0f}s: it imports ZenML and each pipeline "
+                "module, so one of them may hang at import"
+            ) from None
+        except OSError as exc:
+            raise SettingsError(f"cannot start the pipeline check with python {python!r}: {exc.strerror}") from None
         try:
             answer = json.loads(answer_path.read_text())
         except (OSError, ValueError):

@@ -96,14 +96,18 @@ def open_store(url: str) -> Store:
     try:
         store = Store(url)
     except OSError as exc:
-        raise StateError(f"cannot open state database {_safe(url)}: {exc}") from None
+        raise StateError(f"cannot open state database {masked_url(url)}: {exc}") from None
     try:
         migrate(store)
     except OperationalError as exc:
         store.close()
-        raise StateError(f"cannot open state database {_safe(url)}: {exc.orig}") from None
+        raise StateError(f"cannot open state database {masked_url(url)}: {exc.orig}") from None
     return store
 
 
-def _safe(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+def masked_url(url: str) -> str:
+    """A database URL with its password replaced, safe to print and log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"

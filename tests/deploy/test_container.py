@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import REPO, TINYPIPES, wait_for
+from tests.zenml_env import FIXTURES
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,7 +35,7 @@ IMAGE = "localhost/zenml-scheduler:test"
 
 
 def podman(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTAINERS_CONF": str(Path(__file__).parent / "fixtures" / "containers.conf")}
+    env = {**os.environ, "CONTAINERS_CONF": str(FIXTURES / "containers.conf")}
     return subprocess.run(["podman", "--runtime", "runc", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=check)  # fmt: skip
 

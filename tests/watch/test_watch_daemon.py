@@ -16,8 +16,8 @@ import pytest
 
 from scheduler.policy.fire_request import FINAL_STATUSES as FINAL
 from tests import zenml_env
+from tests.daemon.test_policies import audit_of, runs_of, start
 from tests.harness import REPO, DaemonProcess, Project, wait_for
-from tests.test_policies import audit_of, runs_of, start
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,7 @@ from scheduler.store.catalog import apply_config, catch_up_requests
 from scheduler.store.engine import open_store
 from scheduler.store.migrations import MIGRATIONS, schema_version
 from scheduler.store.schema import jobs, meta, runs
+from tests.zenml_env import FIXTURES
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
@@ -72,7 +73,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_data(tmp_path: Path, confi
     # The schema exactly as the first release created it, with a job and a run in it.
     path = tmp_path / "v1.db"
     conn = sqlite3.connect(path)
-    conn.executescript((Path(__file__).parent / "fixtures" / "schema_v1.sql").read_text())
+    conn.executescript((FIXTURES / "schema_v1.sql").read_text())
     conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     conn.execute(
         "INSERT INTO jobs (name, spec_json, digest, trigger, timezone, enabled, paused, created_at, updated_at,"

@@ -15,7 +15,7 @@ import pytest
 
 from scheduler.policy.keys import slot_run_key
 from tests.harness import DaemonProcess, Project, wait_for
-from tests.test_runner import group_members
+from tests.runs.test_runner import group_members
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests import zenml_env
-from tests.test_child import make_spec, start_child
+from tests.child.test_launch import make_spec, start_child
 
 pytestmark = pytest.mark.slow
 

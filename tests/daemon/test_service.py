@@ -71,23 +71,24 @@ def test_without_notify_socket_nothing_is_sent() -> None:
 @pytest.mark.slow
 def test_health_follows_the_daemon_heartbeat(project: Project, stand_in: dict[str, str]) -> None:
     project.write_config("version: 1\njobs:\n  idle: {pipeline: fake.pipe:line, cron: '0 0 1 1 *'}\n")
-    assert project.cli("health").returncode == 1
+    assert project.cli("health").returncode == 3  # daemon state: none is running
     daemon = project.start_daemon("--no-check-pipelines", env=stand_in)
     wait_for(lambda: project.cli("health").returncode == 0, 60, "a healthy daemon")
     report = json.loads(project.cli("health", "--json").stdout)
     assert report["healthy"] and report["pid"] == daemon.process.pid
     assert daemon.stop() == 0
-    assert project.cli("health").returncode == 1  # a stopped daemon released its lease
+    assert project.cli("health").returncode == 3  # a stopped daemon released its lease
 
 
-def test_config_prints_effective_settings_masked(project: Project) -> None:
+@pytest.mark.parametrize("command", ["settings", "config"])
+def test_settings_prints_effective_settings_masked(project: Project, command: str) -> None:
     project.write_config("version: 1\njobs: {}\n")
     (project.root / ".env").write_text("ZENML_SCHEDULER_KILL_GRACE=7s\nZENML_SCHEDULER_SHUTDOWN_GRACE=5s\n")
     import subprocess
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "scheduler", "config", "--json", "--config", str(project.config)],
+        [sys.executable, "-m", "scheduler", command, "--json", "--config", str(project.config)],
         cwd=project.root, capture_output=True, text=True, check=True,
         env={**project.env, "ZENML_SCHEDULER_DB_URL": "postgresql+psycopg://u:hunter2@db/x",
              "ZENML_SCHEDULER_SHUTDOWN_GRACE": "9s"},

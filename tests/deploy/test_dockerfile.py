@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile"
+from tests.zenml_env import REPO_ROOT
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
 
 
 def hadolint() -> str | None:

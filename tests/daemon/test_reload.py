@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from tests.daemon.test_policies import start
 from tests.harness import Project, wait_for
-from tests.test_policies import start
 
 pytestmark = pytest.mark.slow
 
@@ -109,13 +109,14 @@ def test_sighup_and_the_reload_command(project: Project, stand_in: dict[str, str
 def test_plan_exit_codes_and_fields(project: Project, stand_in: dict[str, str]) -> None:
     project.write_config(BASE.format(extra=""))
     assert start(project, stand_in).stop() == 0
-    same = project.cli("plan", "--no-pipelines")
+    same = project.cli("plan", "--no-pipelines", "--detailed-exitcode")
     assert same.returncode == 0 and "No changes." in same.stdout
     edited = project.root / "edited.yaml"
     edited.write_text(BASE.format(extra="  nightly: {cron: '30 2 * * *', timezone: Europe/Berlin}\n")
                       .replace("change: {every: 1d}", "change: {every: 12h}"))  # fmt: skip
     plan = project.cli("plan", str(edited), "--no-pipelines", "--json")
-    assert plan.returncode == 1
+    assert plan.returncode == 0  # a valid file: changes are what a plan is for
+    assert project.cli("plan", str(edited), "--no-pipelines", "--detailed-exitcode").returncode == 5
     data = json.loads(plan.stdout)
     assert data["added"] == ["nightly"] and data["removed"] == []
     assert data["changed"] == [{"job": "change", "fields": {"every": {"old": "1d", "new": "12h"}}}]

@@ -8,25 +8,7 @@ import sys
 
 import pytest
 
-from tests.harness import REPO, Project
-
-
-def _loaded(imports: str, roots: tuple[str, ...]) -> str:
-    code = f"import sys, {imports}\nprint(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {roots!r})))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    return result.stdout.strip()
-
-
-def test_importing_the_daemon_never_loads_zenml() -> None:
-    daemon = "scheduler.cli.main, scheduler.daemon.loop, scheduler.runs.preflight, scheduler.runs.runner"
-    assert _loaded(daemon, ("zenml", "pandas", "sklearn", "numpy")) == ""
-    # The HTTP stack is imported only when the API is enabled.
-    assert _loaded(daemon, ("fastapi", "uvicorn", "starlette", "prometheus_client", "jsonschema")) == ""
-    api = (
-        "scheduler.api.app, scheduler.api.server, scheduler.daemon.services, scheduler.feed.metrics, "
-        "scheduler.api.overrides"
-    )
-    assert _loaded(api, ("zenml", "pandas", "sklearn", "numpy")) == ""
+from tests.harness import Project
 
 
 @pytest.mark.slow
