@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api.backend import ApiBackend
 from scheduler.api.guard import ApiGuard, refuse
 from scheduler.api.keys import KeyRing
-from scheduler.api.overrides import OverrideError, Overrides, jobs_for_pipeline, resolve_overrides, tutorial_overrides
+from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides
 from scheduler.api.rate_limit import RateLimiter, retry_after_header
 from scheduler.api.trigger_recorder import IdempotencyConflict
+from scheduler.api.tutorial import jobs_for_pipeline, tutorial_overrides
 from scheduler.config.stored_keys import Scope
 from scheduler.config.watch_spec import templated_keys
 from scheduler.feed.metrics import Metrics

@@ -8,14 +8,10 @@ decisions (settle, batching, run keys) live in the pure `scheduler.watch.arrival
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import itertools
 import logging
 import os
 import queue
-import re
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,34 +20,14 @@ from typing import Any
 from scheduler import tuning
 from scheduler.config.model import Job
 from scheduler.policy.file_runs import Dispatch, FileSeen
-from scheduler.watch.arrivals import Batcher, SettleTracker, Stat, plan_found_at_start
+from scheduler.watch.arrivals import Batcher, SettleTracker, plan_found_at_start
+from scheduler.watch.folder_listing import FolderListing, content_digest, stat_of
 from scheduler.watch.seen_files import Known, Notice
 
 log = logging.getLogger(__name__)
 logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of changes at INFO
 
 Emit = Callable[[Dispatch | Notice], None]
-
-
-def _names_matcher(patterns: list[str]) -> Callable[[str], Any]:
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
-
-
-def stat_of(path: str) -> Stat | None:
-    """Size and mtime of a regular file (following links); None when gone or not a file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return Stat(st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
-
-def content_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FolderWatcher:
@@ -65,8 +41,7 @@ class FolderWatcher:
         self.root = str(job.watch_root)
         self._load_known = load_known
         self._emit = emit
-        self._wanted = _names_matcher(self.spec.patterns)
-        self._ignored = _names_matcher(self.spec.ignore)
+        self.listing = FolderListing(self.root, self.spec)
         self.tracker = SettleTracker(self.spec.settle_seconds)
         self.batcher = Batcher(self.spec.window_seconds, self.spec.max_batch)
         # Files recorded before: path -> None (on_modified: ignore, the path is all that counts), or
@@ -196,52 +171,23 @@ class FolderWatcher:
         away after processing does not grow the daemon's memory file by file, forever."""
         self._take_forgotten()
         present = set()
-        for rel, path in self._walk(self.root, ""):
+        for rel, path in self.listing.files():
             present.add(rel)
             self._consider(rel, path, now, at_start)
         if len(present) < len(self.known):
             self.known = {rel: known for rel, known in self.known.items() if rel in present}
 
-    def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, str]]:
-        try:
-            listing = os.scandir(folder)
-        except OSError:
-            return
-        with listing:  # one entry at a time: a folder of 100,000 files is never held in memory at once
-            yield from self._entries(listing, prefix)
-
-    def _entries(self, listing: Iterator[os.DirEntry[str]], prefix: str) -> Iterator[tuple[str, str]]:
-        for entry in listing:
-            if self._ignored(entry.name):
-                continue
-            rel = prefix + entry.name
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                continue
-            if is_dir:
-                if self.spec.recursive:
-                    yield from self._walk(entry.path, rel + "/")
-            elif self._wanted(entry.name) and entry.name != self.spec.ready_marker:
-                yield rel, entry.path
-
     def _event(self, path: str, now: float) -> None:
-        rel = os.path.relpath(path, self.root)
-        if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
-            return
-        rel = rel.replace(os.sep, "/")
-        parts = rel.split("/")
-        if any(self._ignored(part) for part in parts) or (len(parts) > 1 and not self.spec.recursive):
+        rel = self.listing.relative(path)
+        if rel is None:
             return
         if os.path.isdir(path) and not os.path.islink(path):
             if self.spec.recursive:  # a folder moved in arrives as one event: look inside
-                for child_rel, child in self._walk(path, rel + "/"):
+                for child_rel, child in self.listing.files(path, rel + "/"):
                     self._consider(child_rel, child, now)
             return
-        name = parts[-1]
-        if name == self.spec.ready_marker or not self._wanted(name):
-            return
-        self._consider(rel, path, now, event=True)
+        if self.listing.selects(rel.rsplit("/", 1)[-1]):
+            self._consider(rel, path, now, event=True)
 
     def _consider(self, rel: str, path: str, now: float, at_start: bool = False, event: bool = False) -> None:
         if rel in self.known:
@@ -318,16 +264,9 @@ class FolderWatcher:
 
     def _accept(self, rel: str, found_at_start: bool) -> FileSeen | None:
         """The file as dispatched, or None: refused (audited) or unchanged content."""
-        path = os.path.join(self.root, rel)
-        real = os.path.realpath(path)
-        real_root = os.path.realpath(self.root)
-        if os.path.commonpath([real, real_root]) != real_root:
-            return self._refuse(rel, real, "resolves outside the watched folder")
-        current = stat_of(real)
-        if current is None:
-            return self._refuse(rel, real, "not a regular file")
-        if not os.access(real, os.R_OK):
-            return self._refuse(rel, real, "not readable")
+        real, current = self.listing.check(rel)
+        if isinstance(current, str):
+            return self._refuse(rel, real, current)
         digest = None
         if self.spec.on_modified == "retrigger":
             try:

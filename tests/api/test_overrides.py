@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.api.overrides import (
-    OverrideError,
-    Overrides,
-    jobs_for_pipeline,
-    resolve_overrides,
-    tutorial_body,
-    tutorial_overrides,
-)
+from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides
+from scheduler.api.tutorial import jobs_for_pipeline, tutorial_body, tutorial_overrides
 from scheduler.cli.run import load_checked
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config

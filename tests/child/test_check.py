@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides, tutorial_overrides
+from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides
+from scheduler.api.tutorial import tutorial_overrides
 from scheduler.config.loader import load_config
 from scheduler.runs.preflight import run_pipeline_check
 from tests import zenml_env
