@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from scheduler.policy.file_runs import FileSeen
+
+class KeyedFile(Protocol):
+    """What a file's run key is made of (`scheduler.policy.file_runs.FileSeen` is one)."""
+
+    @property
+    def rel(self) -> str: ...
+
+    @property
+    def identity(self) -> str: ...
 
 
 def utc_iso(instant: datetime) -> str:
@@ -36,7 +43,7 @@ def zenml_run_name(job: str, run_key: str, attempt: int, when: datetime) -> str:
 MAX_KEY = 400  # the run_key column's width
 
 
-def file_run_key(job: str, files: tuple[FileSeen, ...]) -> str:
+def file_run_key(job: str, files: tuple[KeyedFile, ...]) -> str:
     """`<job>@file:<relative path>#<identity>`; a batch keys on its files' sorted identities."""
     if len(files) == 1:
         seen = files[0]

@@ -98,7 +98,8 @@ def open_store(url: str) -> Store:
     except OSError as exc:
         raise StateError(f"cannot open state database {masked_url(url)}: {exc}") from None
     try:
-        migrate(store)
+        with store.write() as conn:
+            migrate(conn)
     except OperationalError as exc:
         store.close()
         raise StateError(f"cannot open state database {masked_url(url)}: {exc.orig}") from None

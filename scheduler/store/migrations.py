@@ -4,15 +4,11 @@ written by a newer release is refused rather than damaged."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, inspect, select, text
 
 from scheduler.errors import SchemaTooNewError
 from scheduler.store.schema import meta, metadata, runs, watched_files
-
-if TYPE_CHECKING:
-    from scheduler.store.engine import Store
 
 
 # Each entry upgrades the schema from version N to N+1 for databases created by older releases.
@@ -52,22 +48,22 @@ def schema_version() -> int:
     return 1 + len(MIGRATIONS)
 
 
-def migrate(store: Store) -> int:
-    """Bring the schema to schema_version(); return the version found before."""
-    with store.write() as conn:
-        if not store.is_sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
-        if not inspect(conn).has_table("meta"):
-            metadata.create_all(conn)
-            conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
-            return 0
-        found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
-        if found > schema_version():
-            raise SchemaTooNewError(
-                f"state database schema version {found} is newer than this zenml-scheduler "
-                f"supports ({schema_version()}); upgrade zenml-scheduler"
-            )
-        for version in range(found, schema_version()):
-            MIGRATIONS[version - 1](conn)
-        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(schema_version())))
-        return found
+def migrate(conn: Connection) -> int:
+    """Bring the schema to schema_version() inside the caller's write transaction; return the
+    version found before."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
+    if not inspect(conn).has_table("meta"):
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
+        return 0
+    found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
+    if found > schema_version():
+        raise SchemaTooNewError(
+            f"state database schema version {found} is newer than this zenml-scheduler "
+            f"supports ({schema_version()}); upgrade zenml-scheduler"
+        )
+    for version in range(found, schema_version()):
+        MIGRATIONS[version - 1](conn)
+    conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(schema_version())))
+    return found
