@@ -17,6 +17,7 @@ from tests.harness import Project, write_stand_in
 # the container image: each group stays on one xdist worker, so they never pile up on two cores.
 HEAVY_GROUPS = {
     "tests.child.test_launch": "zenml", "tests.child.test_repair": "zenml", "tests.child.test_check": "zenml",
+    "tests.child.test_store_setup": "zenml",
     "tests.pipelines.test_batch_inference": "zenml", "tests.daemon.test_daemon": "zenml",
     "tests.deploy.test_container": "container",
 }  # fmt: skip

@@ -49,11 +49,17 @@ stderr at the file-descriptor level. When RESPONSE.json is given, the same
 object is also written there atomically, which is the simplest thing to read.
 
 Exit status is 0 whenever the check ran, including when it found errors (they
-are data); anything else means the checker itself crashed.
+are data); anything else means the checker itself crashed, or (exit 1, no
+RESPONSE, the last line of stderr says what to run) the ZenML store cannot be
+used.
 
-Nothing is written to the ZenML store: the pipeline body is only traced with
-``Pipeline.prepare`` (the same compilation pass a run starts with), which
-records the step invocations in memory and never opens a store connection.
+The first check (or run) in a ZenML config initialises its store, serialised
+with any other child doing the same (`scheduler.child.store_setup`): the
+daemon's start-up check thereby prepares a new store before any run fires.
+Beyond that nothing is written to the ZenML store: the pipeline body is only
+traced with ``Pipeline.prepare`` (the same compilation pass a run starts with),
+which records the step invocations in memory and never opens a store
+connection.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ from scheduler.child.pipeline_loading import (
     split_ref,
 )
 from scheduler.child.step_wiring import check_overridable, check_steps, describe_steps, trace_invocations
+from scheduler.child.store_setup import StoreNotReady, ensure_store_ready
 
 if TYPE_CHECKING:
     from zenml.pipelines.pipeline_definition import Pipeline
@@ -256,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(args[0], encoding="utf-8") as fh:
         request = json.load(fh)
     with _stdout_to_stderr():
+        try:
+            ensure_store_ready()
+        except StoreNotReady as exc:
+            # Not a configuration problem, so no response: the daemon shows stderr's last line.
+            print(f"cannot check the pipelines: {exc}", file=sys.stderr, flush=True)
+            return 1
         response = check_request(request)
     text = json.dumps(response, default=repr)
     if len(args) == 2:

@@ -16,7 +16,15 @@ The outcome is written atomically to ``result_path``::
 
 Exit status: 0 succeeded, 1 the run failed or was cancelled, 3 the run could
 not start (unreadable spec, import error, invalid parameters or step
-configuration: no ZenML run exists for it).
+configuration, a ZenML store without an active project, a run name that is
+already taken: no ZenML run exists for it).
+
+Before its first ZenML store access the child makes sure the store is
+initialised, serialised with any other child doing the same
+(`scheduler.child.store_setup`). A run name that already exists in the ZenML
+project (another scheduler sharing the store) fails the launch, and the result
+then names no ZenML run: the existing one belongs to someone else
+(`scheduler.child.run_names`).
 
 ``enable_cache: null`` keeps ZenML's default, which is caching ON: a launch
 whose inputs and code did not change may then complete without executing any
@@ -43,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.child.pipeline_loading import PipelineRefError, load_pipeline
 from scheduler.child.protocol import LaunchResult, LaunchSpec, read_spec, utc_now_iso, write_result
+from scheduler.child.run_names import RunNameTaken, ensure_name_free, is_name_conflict
+from scheduler.child.store_setup import StoreNotReady, ensure_store_ready, no_project_message
 
 if TYPE_CHECKING:
     from zenml.models import PipelineRunResponse
@@ -137,12 +147,19 @@ def _apply_options(pipeline: Pipeline, spec: LaunchSpec) -> Pipeline:
 
 
 def _find_run(run_name: str) -> PipelineRunResponse | None:
-    """The run created for this launch, if it got that far."""
+    """The run created for this launch, if it got that far.
+
+    Only called once `ensure_name_free` has shown that no one else's run has this name.
+    """
     from zenml.client import Client
 
     try:
         return Client().get_pipeline_run(run_name, allow_name_prefix_match=False)
     except KeyError:
+        return None
+    except Exception:
+        # A store that failed the run may fail the lookup too; the run's own error says more.
+        traceback.print_exc()
         return None
 
 
@@ -185,12 +202,19 @@ def launch(spec: LaunchSpec, guard: SignalGuard, result: LaunchResult) -> int:
     """Import, configure and run the pipeline; fill ``result``; return the exit code."""
     print(f"run {spec.run_name}: job {spec.job}, pipeline {spec.pipeline}", flush=True)
     try:
+        # Before the pipeline module is imported: it may use the ZenML client at import time.
+        ensure_store_ready()
+    except StoreNotReady as exc:
+        result.status, result.error = "failed", str(exc)
+        return EXIT_NOT_STARTED
+    try:
         configured = _apply_options(load_pipeline(spec.pipeline, spec.project_root), spec)
-    except PipelineRefError as exc:
+        ensure_name_free(spec.run_name)
+    except (PipelineRefError, RunNameTaken) as exc:
         result.status, result.error = "failed", str(exc)
         return EXIT_NOT_STARTED
     except Exception as exc:
-        result.status, result.error = "failed", concise_error(exc)
+        result.status, result.error = "failed", no_project_message(exc) or concise_error(exc)
         return EXIT_NOT_STARTED
 
     failure: BaseException | None = None
@@ -200,6 +224,11 @@ def launch(spec: LaunchSpec, guard: SignalGuard, result: LaunchResult) -> int:
     except (Exception, Cancelled) as exc:
         failure = exc
         traceback.print_exc()
+
+    if failure is not None and is_name_conflict(failure, spec.run_name):
+        # Created by someone else between our check and our call: not ours to report.
+        result.status, result.error = "failed", str(RunNameTaken(spec.run_name))
+        return EXIT_NOT_STARTED
 
     # A failed run's exception carries no id; the unique run name finds it.
     if failure is not None or run is None:
@@ -232,7 +261,7 @@ def _settle(
 
     result.status = "failed"
     if failure is not None:
-        result.error = concise_error(failure)
+        result.error = no_project_message(failure) or concise_error(failure)
     elif run is not None:
         result.error = f"run ended with status {run.status.value}"
     else:

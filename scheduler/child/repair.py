@@ -36,6 +36,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scheduler.child.store_setup import StoreNotReady, ensure_store_ready
+
 if TYPE_CHECKING:
     from zenml.models import PipelineRunResponse
 
@@ -127,6 +129,8 @@ def repair(run_name: str) -> dict[str, Any]:
 
     from zenml.client import Client
 
+    ensure_store_ready()
+
     client = Client()
     try:
         run = client.get_pipeline_run(run_name, allow_name_prefix_match=False)
@@ -184,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     code = EXIT_OK
     try:
         report = repair(run_name)
+    except StoreNotReady as exc:
+        report = {"run_name": run_name, "error": str(exc)}
+        code = EXIT_ERROR
     except Exception as exc:
         traceback.print_exc()
         report = {"run_name": run_name, "error": f"{type(exc).__name__}: {exc}"[:2000]}

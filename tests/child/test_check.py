@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides
 from scheduler.api.tutorial import tutorial_overrides
+from scheduler.child.store_setup import MARKER_FILE
 from scheduler.config.loader import load_config
 from scheduler.runs.preflight import run_pipeline_check
 from tests import zenml_env
@@ -20,6 +23,7 @@ pytestmark = pytest.mark.slow
 TINY = "tinypipes.tiny:tiny_pipeline"
 STEP_PARAM = "tinypipes.tiny:tiny_with_step_param"
 TRAINING = "pipelines.training:training_pipeline"
+RECORDS = ("pipeline", "pipeline_snapshot", "pipeline_run", "step_run", "artifact_version")
 
 CLEAN_JOBS: dict[str, Any] = {
     # "5" -> 5.0 is the same lax coercion ZenML applies.
@@ -103,10 +107,8 @@ def check_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_checker(
-    project: Path, jobs: dict[str, Any], tmp_path: Path, response_file: bool = False
-) -> tuple[dict[str, Any], subprocess.CompletedProcess[str], Path]:
-    # A config dir that does not exist yet: the checker must not create a store.
-    config_dir = tmp_path / "untouched-zenml-config"
+    project: Path, jobs: dict[str, Any], tmp_path: Path, config_dir: Path, response_file: bool = False
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"project_root": str(project), "jobs": jobs}), encoding="utf-8")
     args = [zenml_env.PYTHON, "-m", "scheduler.child.check", str(request)]
@@ -122,12 +124,15 @@ def run_checker(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc, config_dir
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc
 
 
 @pytest.fixture(scope="module")
 def broken(check_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    response, _, config_dir = run_checker(check_project, BROKEN_JOBS, tmp_path_factory.mktemp("check-broken"))
+    # A config dir that does not exist yet: the checker initialises the store and records nothing else.
+    folder = tmp_path_factory.mktemp("check-broken")
+    config_dir = folder / "new-zenml-config"
+    response, _ = run_checker(check_project, BROKEN_JOBS, folder, config_dir)
     return response, config_dir
 
 
@@ -141,15 +146,14 @@ def only_error_at(response: dict[str, Any], *path: str) -> str:
     return found[0]
 
 
-def test_clean_config_has_no_errors(check_project: Path, tmp_path: Path) -> None:
-    response, proc, config_dir = run_checker(check_project, CLEAN_JOBS, tmp_path, response_file=True)
+def test_clean_config_has_no_errors(check_project: Path, tmp_path: Path, zenml_config: Path) -> None:
+    response, proc = run_checker(check_project, CLEAN_JOBS, tmp_path, zenml_config, response_file=True)
 
     assert response["errors"] == []
     # stdout carries only the response; the file holds the same object.
     assert proc.stdout.strip().count("\n") == 0
     saved = json.loads((tmp_path / "response.json").read_text(encoding="utf-8"))
     assert saved == response
-    assert not config_dir.exists()
 
     training = response["pipelines"][TRAINING]
     assert training["name"] == "training_pipeline"
@@ -193,9 +197,15 @@ def test_clean_config_has_no_errors(check_project: Path, tmp_path: Path) -> None
     }
 
 
-def test_checker_creates_nothing_in_a_store(broken: tuple[dict[str, Any], Path]) -> None:
+def test_checker_initialises_a_new_store_and_records_nothing_in_it(broken: tuple[dict[str, Any], Path]) -> None:
     _, config_dir = broken
-    assert not config_dir.exists()
+    # Initialised, so the daemon's start-up check prepares the store before any run fires...
+    assert (config_dir / MARKER_FILE).exists()
+    # ...but no pipeline, snapshot or run is recorded by checking.
+    database = config_dir / "local_stores" / "default_zen_store" / "zenml.db"
+    with closing(sqlite3.connect(database)) as conn:
+        counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in RECORDS}
+    assert counts == dict.fromkeys(RECORDS, 0)
 
 
 def test_malformed_reference(broken: tuple[dict[str, Any], Path]) -> None:
@@ -390,11 +400,13 @@ jobs:
 """
 
 
-def test_preflight_positions_overridable_errors_and_returns_descriptions(check_project: Path, tmp_path: Path) -> None:
+def test_preflight_positions_overridable_errors_and_returns_descriptions(
+    check_project: Path, tmp_path: Path, zenml_config: Path
+) -> None:
     path = check_project / "overridable.yaml"
     path.write_text(OVERRIDABLE_CONFIG, encoding="utf-8")
     config = load_config(path)
-    env = zenml_env.child_env(check_project, tmp_path / "untouched-zenml-config")
+    env = zenml_env.child_env(check_project, zenml_config)
     result = run_pipeline_check(config, zenml_env.PYTHON, env)
 
     assert [f"{p.line}:{p.column}" for p in result.problems] == ["14:11"]

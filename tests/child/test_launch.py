@@ -182,3 +182,53 @@ def test_bad_spec_cannot_start(launch_project: Path, env: dict[str, str], tmp_pa
     assert code == 3, output
     assert result["status"] == "failed"
     assert "run_name" in result["error"]
+
+
+def _assert_taken_name_result(code: int, result: dict[str, Any], output: str, run_name: str) -> None:
+    assert code == 3, output
+    assert result["status"] == "failed"
+    assert result["error"].startswith(f"a ZenML run named {run_name!r} already exists"), result["error"]
+    # The existing run is someone else's: nothing of it is reported as this launch's.
+    assert (result["zenml_run_id"], result["zenml_run_name"], result["zenml_status"]) == (None, None, None)
+
+
+# The launch child with its pre-call name check disabled: as if the other run had been created
+# between that check and the pipeline call.
+_LATE_CONFLICT = """
+import sys
+import scheduler.child.launch as launch
+launch.ensure_name_free = lambda run_name: None
+sys.exit(launch.main(sys.argv[1:]))
+"""
+
+
+def test_a_taken_run_name_fails_without_reporting_the_other_run(
+    launch_project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    first = make_spec(launch_project, tmp_path / "first", TINY)
+    (tmp_path / "first").mkdir()
+    code, existing, output = run_child(first, tmp_path / "first", env)
+    assert code == 0, output
+
+    # As another daemon, with a state database of its own, would launch under the same name:
+    # refused by the check before the pipeline is called...
+    (tmp_path / "second").mkdir()
+    second = make_spec(launch_project, tmp_path / "second", TINY, run_name=first["run_name"])
+    code, result, output = run_child(second, tmp_path / "second", env)
+    _assert_taken_name_result(code, result, output, first["run_name"])
+
+    # ...and by ZenML itself when the name was taken between that check and the call.
+    folder = tmp_path / "third"
+    folder.mkdir()
+    third = make_spec(launch_project, folder, TINY, run_name=first["run_name"])
+    (folder / "spec.json").write_text(json.dumps(third), encoding="utf-8")
+    proc = subprocess.run(
+        [zenml_env.PYTHON, "-c", _LATE_CONFLICT, str(folder / "spec.json")],
+        cwd=launch_project, env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    result = json.loads(Path(third["result_path"]).read_text(encoding="utf-8"))
+    _assert_taken_name_result(proc.returncode, result, proc.stdout + proc.stderr, first["run_name"])
+    assert "EntityExistsError" in proc.stdout + proc.stderr  # it did get as far as ZenML's refusal
+
+    run = zenml_env.describe_run(env, first["run_name"])
+    assert (run["id"], run["status"]) == (existing["zenml_run_id"], "completed")
