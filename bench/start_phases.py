@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scheduler.cli import run as cli_run  # after the path is set
 from scheduler.config.settings import load_settings
 from scheduler.daemon import loop as daemon
+from scheduler.daemon.lease import Lease
 from scheduler.daemon.logs import setup_logging
+from scheduler.daemon.timer import SlotTimer
 from scheduler.store.engine import open_store
 
 PHASES: dict[str, float] = {}
@@ -44,9 +46,9 @@ def instrument() -> None:
     """Wrap the names Daemon.start calls, where it looks them up (its module and classes)."""
     for name in ("apply_config", "catch_up_requests", "refresh_next_fire"):
         setattr(daemon, name, timed(f"start: {name}", getattr(daemon, name)))
-    daemon.Lease.acquire = timed("start: lease.acquire", daemon.Lease.acquire)
-    daemon.SlotTimer.put = timed("start: timer.put (all jobs)", daemon.SlotTimer.put)
-    daemon.SlotTimer.start = timed("start: timer.start", daemon.SlotTimer.start)
+    Lease.acquire = timed("start: lease.acquire", Lease.acquire)  # type: ignore[method-assign]
+    SlotTimer.put = timed("start: timer.put (all jobs)", SlotTimer.put)  # type: ignore[method-assign]
+    SlotTimer.start = timed("start: timer.start", SlotTimer.start)  # type: ignore[method-assign]
 
 
 def main(config_path: str, state_dir: str, fake_python: str) -> None:

@@ -5,11 +5,12 @@
     ├── SettingsError              process settings are invalid
     ├── StateError                 the state database cannot be used as asked
     │   ├── LeaseHeldError         another daemon holds this state database
+    │   ├── LeaseLostError         this daemon's lease was taken over while it ran
     │   └── SchemaTooNewError      the database was written by a newer zenml-scheduler
     ├── NotFoundError              a job or run named by the user does not exist
     └── DaemonNotRunningError      a command needs a running daemon and there is none
 
-Only `scheduler.cli.main` turns these into exit codes; library code never calls sys.exit.
+Only `scheduler.cli` turns these into exit codes (`scheduler.cli.exit_codes`); library code never exits.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class StateError(SchedulerError):
 
 class LeaseHeldError(StateError):
     """Another daemon holds this state database."""
+
+
+class LeaseLostError(StateError):
+    """This daemon's lease was taken over (it was stalled past lease_ttl): it must stop."""
 
 
 class SchemaTooNewError(StateError):

@@ -81,7 +81,8 @@ class AuditWriter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=tuning.THREAD_STOP_S)
+        if self._thread.is_alive():
+            self._thread.join(timeout=tuning.THREAD_STOP_S)
         self.flush()
 
 
@@ -135,7 +136,9 @@ class ApiBackend:
         return self._job_view(job, row, self.now())
 
     def _job_view(self, job: Job, row: Any, now: datetime) -> dict[str, Any]:
-        upcoming = [] if job.is_watch or not job.spec.enabled else fire_times(job.trigger, now, tuning.API_NEXT_FIRES)
+        finished = row is not None and job.finished(row.launched)
+        timed = job.spec.enabled and not job.is_watch and not finished
+        upcoming = fire_times(job.trigger, now, tuning.API_NEXT_FIRES) if timed else []
         state = {
             "paused": bool(row and row.paused),
             "paused_reason": row.paused_reason if row else None,

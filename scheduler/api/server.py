@@ -50,16 +50,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class ApiServer:
-    """uvicorn on a thread, over a socket bound at construction."""
+    """uvicorn on a thread, over a socket bound by `bind` (or `start`) on the caller's thread."""
 
     def __init__(
         self, app: object, host: str, port: int, certfile: str | None = None, keyfile: str | None = None
     ) -> None:
         import uvicorn
 
-        self.sock = bind(host, port)
+        self.sock: socket.socket | None = None
         self.host = host
-        self.port = self.sock.getsockname()[1]
+        self.port = port
         self.scheme = "https" if certfile else "http"
         config = uvicorn.Config(
             app,
@@ -78,6 +78,11 @@ class ApiServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
+    def bind(self) -> None:
+        if self.sock is None:
+            self.sock = bind(self.host, self.port)
+            self.port = self.sock.getsockname()[1]
+
     def _serve(self) -> None:
         try:
             self.server.run(sockets=[self.sock])
@@ -85,6 +90,7 @@ class ApiServer:
             log.exception("the API server stopped unexpectedly")
 
     def start(self, timeout: float = 10.0) -> None:
+        self.bind()
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -95,5 +101,7 @@ class ApiServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self._thread.join(timeout=10)
-        self.sock.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self.sock is not None:
+            self.sock.close()

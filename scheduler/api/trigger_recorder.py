@@ -77,7 +77,8 @@ class TriggerRecorder:
 
     def stop(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():  # not started when the daemon's start-up failed before it
+            self._thread.join(timeout=10)
 
     def submit(self, job: str, run_key: str, overrides: Overrides, source: str) -> Future[Triggered]:
         done: Future[Triggered] = Future()

@@ -41,7 +41,7 @@ def list_jobs(settings: Settings, as_json: bool) -> None:
     items = []
     for name, job in config.jobs.items():
         row = stored.get(name)
-        first = job.first_fire_after(now)
+        first = None if row is not None and job.finished(row.launched) else job.first_fire_after(now)
         state = "disabled" if not job.spec.enabled else ("paused" if row is not None and row.paused else "active")
         items.append(
             {

@@ -60,6 +60,10 @@ class Job:
         """The job's next slot after `now`; None when it is disabled or never fires again."""
         return self.trigger.next_after(now) if self.spec.enabled else None
 
+    def finished(self, launched: int) -> bool:
+        """Whether the job has used up its max_runs with `launched` scheduled runs (it fires no more)."""
+        return self.spec.max_runs is not None and launched >= self.spec.max_runs
+
     def spec_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready data: what is stored, diffed and audited (computed once)."""
         return self._spec_json_data

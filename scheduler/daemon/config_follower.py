@@ -5,6 +5,7 @@ logged and audited while the last good config keeps running."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -21,11 +22,17 @@ log = logging.getLogger(__name__)
 
 class ConfigFollower:
     def __init__(
-        self, config: Config, python: str, check_pipelines: bool, check_timeout: float, store: Store, notifier: Notifier
+        self,
+        config: Config,
+        reloader: Reloader,
+        store: Store,
+        notifier: Notifier,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = config.path
+        self.monotonic = monotonic
         self.monitor = ConfigFileMonitor(config.path)
-        self.reloader = Reloader(config.path, python, check_pipelines, check_timeout)
+        self.reloader = reloader
         self.store = store
         self.notifier = notifier
         self.requested: str | None = None
@@ -34,9 +41,14 @@ class ConfigFollower:
         """Reload at the next poll (SIGHUP, `zenml-scheduler reload`)."""
         self.requested = reason
 
+    @property
+    def idle(self) -> bool:
+        """No reload asked for, under way or waiting to be reported."""
+        return self.requested is None and not self.reloader.busy
+
     def poll(self, now: datetime, running: Config, status_line: Callable[[], str]) -> tuple[str, Config] | None:
         """(why, the new config) once a reload has produced a valid one; None otherwise."""
-        if self.monitor.poll():
+        if self.monitor.poll(self.monotonic()):
             self.requested = self.requested or "file changed"
         if self.requested:
             self.notifier.reloading()

@@ -25,27 +25,24 @@ from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.daemon.config_follower import ConfigFollower
 from scheduler.daemon.handover import HandOver
-from scheduler.daemon.lease import Lease
+from scheduler.daemon.run_ends import RunEnds
 from scheduler.daemon.sd_notify import Notifier
-from scheduler.daemon.services import Services
+from scheduler.daemon.shell import Shell
 from scheduler.daemon.signals import SignalFlags
-from scheduler.daemon.timer import SlotTimer
+from scheduler.errors import LeaseLostError
 from scheduler.policy.decide import policy_of
 from scheduler.policy.file_runs import Dispatch
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.queue_order import run_limit
 from scheduler.policy.reload_diff import retime_needed
 from scheduler.runs.launcher import Launcher
-from scheduler.runs.runner import Runner
 from scheduler.store import fires, inbox, ledger
 from scheduler.store.catalog import apply_config, catch_up_requests, refresh_next_fire
 from scheduler.store.engine import Store
 from scheduler.store.fires import FireResult
-from scheduler.store.outcomes import SHUTDOWN_REASON, Outcome, record_outcome
+from scheduler.store.outcomes import SHUTDOWN_REASON
 from scheduler.timing.clock import Now, utcnow
-from scheduler.timing.durations import format_duration
 from scheduler.watch.seen_files import Notice, fire_files, record_notices
-from scheduler.watch.watchers import FolderWatchers
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +57,31 @@ class Daemon:
         now: Now = utcnow,
         env: Mapping[str, str] | None = None,
         check_pipelines: bool = True,
+        shell: Shell | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
         self.store = store
         self.now = now
+        self.shell = shell = shell or Shell()
+        self.monotonic = shell.monotonic
         env = os.environ if env is None else env
         self.grace = timedelta(seconds=settings.misfire_grace)
-        self.lease = Lease(store, timedelta(seconds=settings.lease_ttl), str(config.path))
-        self.runner = Runner(
-            settings.python, settings.resolved_state_dir / "runs", config.project_root, settings.kill_grace, env
-        )
+        self.lease = shell.lease(store, settings, config, shell.monotonic)
+        self.runner = shell.runner(settings, config, env)
         self.handover = HandOver()
-        self.launcher = Launcher(store, self.runner, settings.max_concurrent_runs)
-        self.timer = SlotTimer(self.handover.slots)
+        self.launcher = Launcher(
+            store, self.runner, settings.max_concurrent_runs, store.installation_id,
+            before_spawn=self._confirm_lease, monotonic=shell.monotonic,
+        )  # fmt: skip
+        self.ends = RunEnds(store, self.runner, self.launcher)
+        self.timer = shell.timer(self.handover.slots)
         self.signals = SignalFlags()
         self.notifier = Notifier(env)
-        self.follower = ConfigFollower(
-            config, settings.python, check_pipelines, settings.pipeline_check_timeout, store, self.notifier
-        )
-        self.watchers = FolderWatchers(store, self.handover.put)
-        self.services = Services(settings, store, lambda: self.config, self.handover.put, self.health)
+        reloader = shell.reloader(settings, config, check_pipelines)
+        self.follower = ConfigFollower(config, reloader, store, self.notifier, shell.monotonic)
+        self.watchers = shell.watchers(store, self.handover.put)
+        self.services = shell.services(self)  # the API's port is bound in start(), once the lease is ours
         self.next_fires: dict[str, datetime | None] = {}
         self.stopping_since: float | None = None
         self._next_heartbeat = 0.0
@@ -88,9 +89,9 @@ class Daemon:
         self._next_status = 0.0
         # Kept until their transaction commits, so a database hiccup delays them instead of losing them.
         self._pending_fires: list[FireRequest] = []
-        self._pending_outcomes: list[Outcome] = []
         self._pending_files: list[Dispatch] = []
         self._pending_notices: list[Notice] = []
+        self.database_failing = False
         self._derive_from_config()
 
     def _derive_from_config(self) -> None:
@@ -99,24 +100,40 @@ class Daemon:
 
     # ---- start -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Take the lease, recover runs of a previous daemon, reconcile, catch up, start timing."""
-        self.signals.install()  # before anything else, so a SIGTERM during start-up still stops cleanly
+        """Take the lease, recover runs of a previous daemon, reconcile, catch up, start timing.
+        If any of it fails, what was started is stopped and the lease given back."""
+        if self.shell.signals:
+            self.signals.install()  # before anything else, so a SIGTERM during start-up still stops cleanly
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
         now = self.now()
         self.lease.acquire(now)
+        self.services.bind()
         with self.store.write() as conn:
             apply_config(conn, self.config, now, "daemon")
             self._recover(conn, now)
             ledger.expire_queued(conn, self.config, now, self.grace)
             self._fire(conn, catch_up_requests(conn, self.config, now, self.grace), now)
-            self.next_fires = {name: job.first_fire_after(now) for name, job in self.config.jobs.items()}
-            refresh_next_fire(conn, self.next_fires)
             exhausted = ledger.exhausted_jobs(conn, self.config)
+            self.next_fires = {
+                name: None if name in exhausted else job.first_fire_after(now) for name, job in self.config.jobs.items()
+            }
+            refresh_next_fire(conn, self.next_fires)
         for name, job in self.config.jobs.items():
-            self.timer.put(job, None if name in exhausted else self.next_fires[name])
+            self.timer.put(job, self.next_fires[name])
         self.timer.start()
         self.watchers.sync(self.config)
         self.services.start()
-        self._next_heartbeat = time.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
+        self._next_heartbeat = self.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
+
+    def _confirm_lease(self, now: datetime) -> None:
+        """Right before spawning children: the lease was held a moment ago, or is renewed now."""
+        self.lease.confirm(now, within=self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION)
 
     def health(self) -> dict[str, bool]:
         """What /readyz reports besides the database: timing runs and a config is loaded."""
@@ -129,11 +146,18 @@ class Daemon:
             if run.pid is not None and self.runner.adopt(run.id, run.pid, run.pid_start, run.job, running_for):
                 log.info("adopted run %s (pid %s) of a previous daemon", run.run_key, run.pid)
                 continue
-            self._settle(conn, self.runner.collect_orphan(run.id), now)
+            self.ends.settle(conn, self.runner.collect_orphan(run.id), now, self.config)
 
     # ---- loop ------------------------------------------------------------------------------
     def tick(self, now: datetime) -> None:
-        """One pass: fire due slots and requests, start queued runs, reap children, heartbeat."""
+        """One pass: heartbeat, fire due slots and requests, start queued runs, reap children."""
+        # First, in a transaction of its own: whatever fails later in the tick, the lease is kept
+        # alive, and a daemon that lost it learns so before it fires or records anything.
+        if self.monotonic() >= self._next_heartbeat:
+            self.lease.heartbeat(now)
+            self._next_heartbeat = self.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
+        if self.database_failing:  # a claim may have committed while we were told it did not
+            self.ends.settle_unfollowed(now, self.config)
         drained = self.handover.drain()
         self._pending_files += drained.files
         self._pending_notices += drained.notices
@@ -147,38 +171,26 @@ class Daemon:
         self._record_files(now)
         if not self.stopping:
             self.launcher.start_queued(now, self.config, self.run_limits)
-        for child in self.runner.overdue(self.timeouts):
-            limit = self.timeouts[child.job] or 0
-            self.runner.stop(child.run_id, f"timed out after {format_duration(limit)}", status="timed_out")
-        self._pending_outcomes += self.runner.poll()
-        if self._pending_outcomes:
-            with self.store.write() as conn:
-                for outcome in self._pending_outcomes:
-                    self._settle(conn, outcome, now)
-            self._pending_outcomes = []
-            self.launcher.wake()
-        self._record_repairs(now)
+        self.ends.enforce_timeouts(self.timeouts)
+        self.ends.collect(now, self.config)
         if not self.stopping:
             self._follow_config(now)
         self.notifier.watchdog()
-        if time.monotonic() >= self._next_status:
-            self._next_status = time.monotonic() + tuning.STATUS_INTERVAL_S
+        if self.monotonic() >= self._next_status:
+            self._next_status = self.monotonic() + tuning.STATUS_INTERVAL_S
             self.notifier.status(self.status_line())
-        if time.monotonic() >= self._next_heartbeat:
-            self.lease.heartbeat(now)
-            self._next_heartbeat = time.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
 
     def _fire_pending(self, now: datetime) -> None:
         """Record the slots due and what other processes asked for, in one transaction."""
         # Requests are also taken whenever slots fire, so a resume is always seen before the
         # resumed job's next slot (which would otherwise move its watermark past the missed ones).
-        poll_requests = not self.stopping and (bool(self._pending_fires) or time.monotonic() >= self._next_request_poll)
+        poll_requests = not self.stopping and (bool(self._pending_fires) or self.monotonic() >= self._next_request_poll)
         if not (self._pending_fires or poll_requests):
             return
         with self.store.write() as conn:
             batch: list[FireRequest] = []
             if poll_requests:
-                asked = inbox.take_requests(conn)
+                asked = inbox.take_requests(conn, now)
                 if asked.reload:
                     self.follower.request("zenml-scheduler reload")
                 for job in asked.resumed:
@@ -190,7 +202,7 @@ class Daemon:
                 self._fire(conn, batch, now)
         self._pending_fires = []
         if poll_requests:
-            self._next_request_poll = time.monotonic() + tuning.REQUEST_POLL_S
+            self._next_request_poll = self.monotonic() + tuning.REQUEST_POLL_S
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what is scheduled and what runs."""
@@ -211,9 +223,11 @@ class Daemon:
         with self.store.write() as conn:
             diff = apply_config(conn, new, now, "reload")
             retimed = set(diff.added) | {c.name for c in diff.changed if retime_needed(c)}
-            first_fires = {name: new.jobs[name].first_fire_after(now) for name in retimed}
-            refresh_next_fire(conn, first_fires)
             exhausted = ledger.exhausted_jobs(conn, new)
+            first_fires = {
+                name: None if name in exhausted else new.jobs[name].first_fire_after(now) for name in retimed
+            }
+            refresh_next_fire(conn, first_fires)
         self.config = new
         self._derive_from_config()
         self.watchers.sync(self.config)
@@ -221,7 +235,7 @@ class Daemon:
             self.timer.remove(name)
             self.next_fires.pop(name, None)
         for name in retimed:
-            self.timer.put(new.jobs[name], None if name in exhausted else first_fires[name])
+            self.timer.put(new.jobs[name], first_fires[name])
             self.next_fires[name] = first_fires[name]
         changed = [c.name for c in diff.changed]
         log.info("config reloaded (%s): revision %s; added %s, changed %s, removed %s",
@@ -256,60 +270,58 @@ class Daemon:
             log.info("job %s reached max_runs; no more scheduled fires", name)
             self.timer.remove(name)
 
-    def _settle(self, conn: Any, outcome: Outcome, now: datetime) -> None:
-        """Record how a run ended; a run that may have left its ZenML run unfinished gets repaired."""
-        effects = record_outcome(conn, outcome, self.config, now)
-        if effects.paused_job:
-            log.warning("job %s paused itself after repeated failures; `zenml-scheduler resume %s`",
-                        effects.paused_job, effects.paused_job)  # fmt: skip
-        if outcome.status in ("timed_out", "cancelled", "lost") and effects.zenml_run_name:
-            self.runner.repair(outcome.run_id, effects.zenml_run_name)
-
-    def _record_repairs(self, now: datetime) -> None:
-        reports = self.runner.poll_repairs()
-        if reports:
-            with self.store.write() as conn:
-                for run_id, report in reports:
-                    ledger.record_repair(conn, run_id, report, now)
-
     # ---- run & stop ------------------------------------------------------------------------
     @property
     def stopping(self) -> bool:
         return self.signals.stops > 0
 
+    def step(self, now: datetime) -> bool:
+        """One pass of `run`: a tick, then progress of the shutdown once stopping; True when the
+        daemon has stopped. A state database error costs the tick, not the daemon: children keep
+        running and the next pass tries again. A lost lease (LeaseLostError) ends the daemon."""
+        try:
+            self.tick(now)
+            self.database_failing = False
+        except DBAPIError as exc:
+            log.error("state database error, retrying in %.0fs: %s", tuning.DB_RETRY_S, exc.orig)
+            self.database_failing = True
+        return self.stopping and self._shutdown_step()
+
     def run(self) -> None:
         """Loop until SIGTERM/SIGINT; then drain runs for shutdown_grace and stop the rest."""
         try:
-            while True:
-                try:
-                    self.tick(self.now())
-                except DBAPIError as exc:  # the database is away: keep children, retry shortly
-                    log.error("state database error, retrying in %.0fs: %s", tuning.DB_RETRY_S, exc.orig)
+            while not self.step(self.now()):
+                if self.database_failing:
                     time.sleep(tuning.DB_RETRY_S)
-                if self.stopping and self._shutdown_step():
-                    break
-                self.handover.wait(tuning.LOOP_WAIT_S)  # a slot or a file wakes us at once
+                else:
+                    self.handover.wait(tuning.LOOP_WAIT_S)  # a slot or a file wakes us at once
+        except LeaseLostError as exc:
+            log.error("%s", exc)  # its children run on: the daemon holding the lease now adopts them
+            raise
         finally:
             self.close()
 
     def _shutdown_step(self) -> bool:
         """True when shutdown is complete."""
         if self.stopping_since is None:
-            self.stopping_since = time.monotonic()
+            self.stopping_since = self.monotonic()
             log.info("stopping: no new runs; waiting up to %.0fs for %d running run(s) (signal again to stop them now)",
                      self.settings.shutdown_grace, self.runner.active)  # fmt: skip
             self.notifier.stopping()
             self.timer.stop()
             self.watchers.stop_all()
             self.services.stop_api()
-        overdue = time.monotonic() - self.stopping_since > self.settings.shutdown_grace
+        overdue = self.monotonic() - self.stopping_since > self.settings.shutdown_grace
         if self.runner.active and (overdue or self.signals.stops > 1):
             self.runner.stop_all(SHUTDOWN_REASON)
         return self.runner.active == 0
 
     def close(self) -> None:
-        self.timer.stop()
-        self.watchers.stop_all()
-        self.services.stop()
-        self.lease.release(self.now())
-        self.signals.restore()
+        """Stop the threads and give the lease back (also after a start-up that failed half-way)."""
+        try:
+            self.timer.stop()
+            self.watchers.stop_all()
+            self.services.stop()
+            self.lease.release(self.now())
+        finally:
+            self.signals.restore()

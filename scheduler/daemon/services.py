@@ -78,6 +78,11 @@ class Services:
         cert, key = s.api_ssl_certfile, s.api_ssl_keyfile
         self.server = ApiServer(app, s.api_host, s.api_port, str(cert) if cert else None, str(key) if key else None)
 
+    def bind(self) -> None:
+        """Take the API's port (a taken port fails here, before the daemon records anything)."""
+        if self.server is not None:
+            self.server.bind()
+
     def start(self) -> None:
         self.feed.start()
         self.webhooks.start()

@@ -19,6 +19,7 @@ class CatchUp:
     skipped: list[tuple[datetime, str]]  # (slot, code): coalesced, catchup-none, catchup-limit
     expired_count: int  # before the grace window
     first_expired: datetime | None
+    expired_until: datetime | None = None  # the expired slots are those in [first_expired, expired_until]
 
 
 def plan_catch_up(job: Job, last_slot: datetime, now: datetime, policy: Policy) -> CatchUp:
@@ -35,4 +36,13 @@ def plan_catch_up(job: Job, last_slot: datetime, now: datetime, policy: Policy) 
     else:
         cut = max(0, len(in_window) - policy.max_catchup)
         fire, skipped = in_window[cut:], [(slot, "catchup-limit") for slot in in_window[:cut]]
-    return CatchUp(fire, skipped, expired, first[0] if first else None)
+    return CatchUp(fire, skipped, expired, first[0] if first else None, window_start if expired else None)
+
+
+def paused_while_down(job: Job, since: datetime, now: datetime) -> tuple[int, datetime | None]:
+    """(how many, the first of) the slots of a paused job after `since` (its last slot accounted
+    for): they came due while no daemon ran, stay owed to the catch-up on resume, and are put on
+    the record at start."""
+    count = count_slots_between(job.trigger, since, now, tuning.CATCH_UP_WINDOW_LIMIT)
+    first = slots_between(job.trigger, since, now, 1) if count else []
+    return count, first[0] if first else None

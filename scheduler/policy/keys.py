@@ -34,9 +34,11 @@ def manual_run_key(job: str, requested_at: datetime, nonce: str) -> str:
     return f"{job}@manual:{utc_iso(requested_at)}#{nonce}"
 
 
-def zenml_run_name(job: str, run_key: str, attempt: int, when: datetime) -> str:
-    """A unique, readable ZenML run name; the suffix keeps it unique across state databases."""
-    suffix = hashlib.sha256(f"{run_key}#{attempt}".encode()).hexdigest()[:8]
+def zenml_run_name(job: str, run_key: str, attempt: int, when: datetime, installation: str) -> str:
+    """A readable ZenML run name, unique per launch. ZenML run names are unique per ZenML project,
+    and several state databases (dev and prod, two teams) may share one ZenML store and job names:
+    the suffix digests the state database's installation id with the run key and attempt."""
+    suffix = hashlib.sha256(f"{installation}#{run_key}#{attempt}".encode()).hexdigest()[:10]
     return f"{job}-{when.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{suffix}"
 
 

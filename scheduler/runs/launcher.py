@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +19,22 @@ from scheduler.store.outcomes import Outcome, record_outcome
 
 
 class Launcher:
-    def __init__(self, store: Store, runner: Runner, max_concurrent_runs: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        max_concurrent_runs: int,
+        installation: str,
+        *,
+        before_spawn: Callable[[datetime], None] = lambda now: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.runner = runner
         self.max_concurrent_runs = max_concurrent_runs
+        self.installation = installation  # makes ZenML run names unique per state database
+        self.before_spawn = before_spawn
+        self.monotonic = monotonic
         self._maybe_queued = True
         self._next_poll = 0.0
 
@@ -43,11 +55,11 @@ class Launcher:
         """Start the oldest queued runs that fit; without a wake-up, look only every 0.5 s
         (retry back-off and jitter expire with time alone)."""
         free = self.max_concurrent_runs - self.runner.active
-        due = time.monotonic() >= self._next_poll
+        due = self.monotonic() >= self._next_poll
         if free <= 0 or not (self._maybe_queued or due):
             return
         self._maybe_queued = False
-        self._next_poll = time.monotonic() + tuning.QUEUE_POLL_S
+        self._next_poll = self.monotonic() + tuning.QUEUE_POLL_S
         full = [job for job, limit in run_limits.items() if self._full(job, limit)]
         with self.store.read() as conn:
             waiting = ledger.queued_runs(conn, now, tuning.QUEUE_READ_LIMIT, per_job=free, skip_jobs=full)
@@ -70,7 +82,7 @@ class Launcher:
         prepared = []
         for run in batch:
             spec = json.loads(run.parameters_json)
-            run_name = zenml_run_name(run.job, run.run_key, run.attempt, now)
+            run_name = zenml_run_name(run.job, run.run_key, run.attempt, now, self.installation)
             spec.update(
                 job=run.job,
                 run_key=run.run_key,
@@ -79,10 +91,13 @@ class Launcher:
             )
             prepared.append((run, spec, run_name, str(self.runner.run_dir(run.id) / "output.log")))
         # Marked running before the spawn: if we die in between, recovery calls them lost
-        # rather than launching the same slot a second time.
+        # rather than launching the same slot a second time. A run that stopped being queued
+        # since it was read (a `replace` cancelled it) is not claimed, and not launched.
         with self.store.write() as conn:
-            for run, _, _, log_path in prepared:
-                ledger.mark_started(conn, run, log_path, now)
+            prepared = [item for item in prepared if ledger.mark_started(conn, item[0], item[3], now)]
+        if not prepared:
+            return
+        self.before_spawn(now)
         started, failed = [], []
         for run, spec, run_name, log_path in prepared:
             try:

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -60,7 +60,8 @@ def append(conn: Connection, at: datetime, events: Iterable[Event]) -> int:
     head = conn.execute(select(meta.c.value).where(meta.c.key == HEAD_KEY).with_for_update()).scalar_one_or_none()
     last_id, prev_hash = (0, GENESIS) if head is None else _parse_head(head)
     rows = []
-    at = at.replace(microsecond=(at.microsecond // 1000) * 1000)  # stable through every engine
+    # Hashed as stored and read back: UTC, whole milliseconds (stable through every engine).
+    at = at.astimezone(timezone.utc).replace(microsecond=(at.microsecond // 1000) * 1000)
     for ev in batch:
         last_id += 1
         details_text = json.dumps(ev.details, sort_keys=True, separators=(",", ":"), default=str)

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from scheduler import tuning
 from scheduler.config.model import Config, Job
 from scheduler.errors import Problem
-from scheduler.policy.catch_up import plan_catch_up
+from scheduler.policy.catch_up import paused_while_down, plan_catch_up
 from scheduler.policy.decide import policy_of
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import slot_run_key, utc_iso
@@ -110,20 +110,34 @@ CATCHUP_REASONS = {
 
 
 def catch_up_requests(
-    conn: Connection, config: Config, now: datetime, grace: timedelta, only: str | None = None
+    conn: Connection,
+    config: Config,
+    now: datetime,
+    grace: timedelta,
+    only: str | None = None,
 ) -> list[FireRequest]:
     """Slots missed while no daemon ran (or, with `only`, while that job was paused), per the
     job's catchup policy. Every missed slot is audited; each job's watermark moves to now.
-    Paused jobs keep their watermark, so their missed slots are caught up on resume."""
-    stmt = select(jobs.c.name, jobs.c.last_slot).where(jobs.c.removed_at.is_(None), jobs.c.paused.is_(False))
+    Paused jobs keep their watermark, so their missed slots are caught up on resume; those after
+    the last slot audited while the job was paused are audited now, in one event."""
+    stmt = select(jobs.c.name, jobs.c.last_slot, jobs.c.paused, jobs.c.paused_through).where(
+        jobs.c.removed_at.is_(None)
+    )
     if only is not None:
-        stmt = stmt.where(jobs.c.name == only)
+        stmt = stmt.where(jobs.c.name == only, jobs.c.paused.is_(False))
     requests: list[FireRequest] = []
     events: list[Event] = []
     caught_up: list[str] = []
+    summarised: list[str] = []
     for row in conn.execute(stmt):
         job = config.jobs.get(row.name)
         if job is None or row.last_slot is None or not job.spec.enabled or row.last_slot >= now:
+            continue
+        if row.paused:
+            audited = _paused_while_down(job, max(row.last_slot, row.paused_through or row.last_slot), now,
+                                         config.revision)  # fmt: skip
+            events += audited
+            summarised += [row.name] if audited else []
             continue
         caught_up.append(row.name)
         policy = policy_of(job, grace)
@@ -132,7 +146,8 @@ def catch_up_requests(
         if plan.expired_count:
             reason = f"{plan.expired_count} slot(s) missed, past the {policy.grace.total_seconds():.0f}s grace window"
             first = utc_iso(plan.first_expired) if plan.first_expired else None
-            details = {"code": "missed", "count": plan.expired_count, "first": first, "reason": reason}
+            until = utc_iso(plan.expired_until) if plan.expired_until else None
+            details = {"code": "missed", "count": plan.expired_count, "first": first, "until": until, "reason": reason}
             events.append(Event("skip", "daemon", **base, details=details))
         for slot, code in plan.skipped[: tuning.CATCH_UP_AUDIT_EACH]:
             details = {"code": code, "scheduled_for": slot.isoformat(), "reason": CATCHUP_REASONS[code]}
@@ -146,8 +161,20 @@ def catch_up_requests(
         requests.extend(FireRequest(row.name, "catchup", slot_run_key(row.name, s), "daemon", s) for s in plan.fire)
     if caught_up:
         conn.execute(update(jobs).where(jobs.c.name.in_(caught_up), jobs.c.last_slot < now).values(last_slot=now))
+    if summarised:
+        conn.execute(update(jobs).where(jobs.c.name.in_(summarised)).values(paused_through=now))
     append(conn, now, events)
     return requests
+
+
+def _paused_while_down(job: Job, since: datetime, now: datetime, revision: str) -> list[Event]:
+    count, first = paused_while_down(job, since, now)
+    if not count:
+        return []
+    reason = f"{count} slot(s) came due while no daemon ran and the job was paused; resume catches them up"
+    details = {"code": "paused", "count": count, "first": utc_iso(first) if first else None, "until": utc_iso(now),
+               "reason": reason}  # fmt: skip
+    return [Event("skip", "daemon", job.name, config_revision=revision, details=details)]
 
 
 def record_rejected_config(conn: Connection, path: Path, problems: list[Problem], now: datetime, source: str) -> None:

@@ -1,11 +1,18 @@
 """The state database's engine: SQLite (WAL) by default, PostgreSQL through the same SQLAlchemy
 Core code. Writers use `Store.write()`, which on SQLite takes the write lock up front (BEGIN
 IMMEDIATE) so that a read-then-write never fails half-way with "database is locked".
+
+A daemon fences its store: every write transaction first checks, inside that transaction, that
+this daemon still holds the lease (`Store.fence`) and, on SQLite, that the database file is still
+the one it opened. A daemon that lost its lease, or whose file was deleted or replaced under it,
+can then write nothing at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +23,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from scheduler.errors import StateError
-from scheduler.store.migrations import migrate
+from scheduler.errors import SettingsError, StateError
+from scheduler.store.migrations import installation_id, migrate
 
 AFTER_COMMIT = "after_commit"
 
@@ -40,20 +47,55 @@ class Store:
         self._write_turn: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         )
+        # Checked at the start of every fenced write transaction (see the module docstring).
+        self.fence: Callable[[Connection], None] | None = None
+        self._file: tuple[str, int, int] | None = None
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction; callbacks queued with `after_commit` run once it has committed."""
+    def write(self, fenced: bool = True) -> Iterator[Connection]:
+        """A write transaction; callbacks queued with `after_commit` run once it has committed,
+        after the write lock is released. `fenced=False` only for the lease's own writes."""
+        callbacks: list[Callable[[], None]] = []
         with self._write_turn, self.engine.connect() as conn:
             conn = conn.execution_options(write_lock=True)
-            conn.info[AFTER_COMMIT] = []
+            conn.info[AFTER_COMMIT] = callbacks
             try:
                 with conn.begin():
+                    if fenced:
+                        self.check_file()
+                        if self.fence is not None:
+                            self.fence(conn)
                     yield conn
-                for callback in conn.info[AFTER_COMMIT]:
-                    callback()
             finally:
                 conn.info.pop(AFTER_COMMIT, None)
+        for callback in callbacks:
+            callback()
+
+    @functools.cached_property
+    def installation_id(self) -> str:
+        """This state database's id (see `scheduler.store.migrations.installation_id`)."""
+        with self.read() as conn:
+            return installation_id(conn)
+
+    def pin_file(self) -> None:
+        """Remember which file the SQLite database is, so `check_file` notices it being replaced."""
+        database = make_url(self.url).database
+        if self.is_sqlite and database:
+            st = os.stat(database)
+            self._file = (database, st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """Raise StateError when the pinned database file was deleted or replaced: writes would
+        go to a file nobody else sees any more (and a new daemon could start on the new one)."""
+        if self._file is None:
+            return
+        path, device, inode = self._file
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise StateError(f"the state database {path} was deleted while this daemon was running") from None
+        if (st.st_dev, st.st_ino) != (device, inode):
+            raise StateError(f"the state database {path} was replaced by another file while this daemon was running")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -93,12 +135,13 @@ def _make_engine(url: str, is_sqlite: bool) -> Engine:
 
 def open_store(url: str) -> Store:
     """Open the database at `url`, creating or migrating its schema; raise StateError if unusable."""
+    _refuse_in_memory(url)
     try:
         store = Store(url)
     except OSError as exc:
         raise StateError(f"cannot open state database {masked_url(url)}: {exc}") from None
     try:
-        with store.write() as conn:
+        with store.write(fenced=False) as conn:
             migrate(conn)
     except OperationalError as exc:
         store.close()
@@ -112,3 +155,17 @@ def masked_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable url>"
+
+
+def _refuse_in_memory(url: str) -> None:
+    """An in-memory SQLite database lives and dies with one connection: every thread would see its
+    own empty database, two daemons could run at once, and nothing would be left at exit."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
+        raise SettingsError(
+            f"{masked_url(url)} is an in-memory database, which keeps no state and no lease; "
+            "give a file, e.g. sqlite:///var/lib/zenml-scheduler/state.db"
+        )

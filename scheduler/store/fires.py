@@ -19,6 +19,8 @@ from scheduler.policy.launch_spec import launch_spec
 from scheduler.store.audit import Event, append
 from scheduler.store.schema import jobs, runs
 
+DAEMON = "daemon"
+
 
 @dataclass(frozen=True)
 class FireResult:
@@ -77,6 +79,10 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
     rows: list[dict[str, Any]] = []
     decided: list[tuple[FireRequest, Launch | Skip | None, dict[str, Any] | None]] = []
     replaced: list[int] = []
+    # concurrency: replace inside one batch (catch-up, a burst of API triggers): a later launch
+    # replaces the earlier ones of the batch too, which have no run id until they are inserted.
+    replaced_keys: list[str] = []
+    launched_in_batch: dict[str, list[str]] = {}
     for request in batch:
         if request.run_key in taken:
             decided.append((request, None, None))
@@ -100,14 +106,19 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
         else:
             row["not_before"] = decision.not_before
             replaced.extend(decision.replaces)
+            replacing = job is not None and job.spec.concurrency == "replace"
+            if replacing:
+                replaced_keys += launched_in_batch.get(request.job, [])
+                launched_in_batch[request.job] = []
+            launched_in_batch.setdefault(request.job, []).append(request.run_key)
             states[request.job] = replace(
-                state, queued=state.queued + 1, running=0 if decision.replaces else state.running,
+                state, queued=1 if replacing else state.queued + 1, running=0 if replacing else state.running,
                 launched=state.launched + (request.trigger != "manual"),
-                active_ids=() if decision.replaces else state.active_ids,
+                active_ids=() if replacing else state.active_ids,
             )  # fmt: skip
         rows.append(row)
     ids = _insert_ignoring_duplicates(conn, rows)
-    cancelled_queued = _end_replaced(conn, replaced, now)
+    replaced += [ids[key] for key in replaced_keys if key in ids]
     events, queued, skipped, duplicates = [], [], 0, 0
     queued_jobs: set[str] = set()
     for request, decision, spec in decided:
@@ -140,8 +151,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             if request.files:
                 details["files"] = list(request.files)
             events.append(Event("skip", request.source, **base, details=details))
-    _update_jobs_after_fire(conn, [(r, d) for r, d, _ in decided if d is not None], config, now)
-    append(conn, now, events)
+    cancelled_queued = _end_replaced(conn, replaced, config.revision, now, events)
     exhausted = {r.job for r, d, _ in decided if isinstance(d, Skip) and d.code == "max-runs"}
     for request, decision, _ in decided:
         job = config.jobs.get(request.job)
@@ -152,22 +162,39 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             and states[request.job].launched >= job.spec.max_runs
         ):
             exhausted.add(request.job)
+    _update_jobs_after_fire(conn, [(r, d) for r, d, _ in decided if d is not None], config, now, exhausted)
+    append(conn, now, events)
+    queued = [run_id for run_id in queued if run_id not in cancelled_queued]
     running_replaced = [run_id for run_id in replaced if run_id not in cancelled_queued]
     return FireResult(queued, skipped, duplicates, running_replaced, exhausted, queued_jobs)
 
 
-def _end_replaced(conn: Connection, run_ids: list[int], now: datetime) -> set[int]:
-    """Cancel replaced runs that had not started yet; return their ids (running ones are stopped by the daemon)."""
+def _end_replaced(conn: Connection, run_ids: list[int], revision: str, now: datetime, events: list[Event]) -> set[int]:
+    """Cancel replaced runs that had not started yet, each with its `run-cancelled` event (a run
+    that ends is on the record, queued or not); return their ids. Running ones are stopped by the
+    daemon and recorded when their process has ended."""
     if not run_ids:
         return set()
-    waiting = set(conn.execute(select(runs.c.id).where(runs.c.id.in_(run_ids), runs.c.status == "queued")).scalars())
-    if waiting:
-        conn.execute(
-            update(runs)
-            .where(runs.c.id.in_(waiting))
-            .values(status="cancelled", finished_at=now, error="replaced by a newer run")
+    waiting = conn.execute(
+        select(runs.c.id, runs.c.job, runs.c.run_key, runs.c.attempt).where(
+            runs.c.id.in_(run_ids), runs.c.status == "queued"
         )
-    return waiting
+    ).all()
+    if not waiting:
+        return set()
+    error = "replaced by a newer run (concurrency: replace) before it started"
+    ids = [run.id for run in waiting]
+    conn.execute(update(runs).where(runs.c.id.in_(ids)).values(status="cancelled", finished_at=now, error=error))
+    for run in waiting:
+        details = {"run_id": run.id, "attempt": run.attempt, "exit_code": None, "stage": "queued",
+                   "zenml_run_id": None, "error": error, "duration_s": None}  # fmt: skip
+        events.append(Event("run-cancelled", DAEMON, run.job, run.run_key, revision, details))
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.name == run.job)
+            .values(last_outcome="cancelled", last_outcome_at=now, last_run_key=run.run_key)
+        )
+    return set(ids)
 
 
 def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -180,15 +207,22 @@ def _insert_ignoring_duplicates(conn: Connection, rows: list[dict[str, Any]]) ->
 
 
 def _update_jobs_after_fire(
-    conn: Connection, decided: list[tuple[FireRequest, Launch | Skip]], config: Config, now: datetime
+    conn: Connection,
+    decided: list[tuple[FireRequest, Launch | Skip]],
+    config: Config,
+    now: datetime,
+    exhausted: set[str],
 ) -> None:
-    """Advance each job's last slot and next fire time, and its dispatch state, in two statements."""
+    """Advance each job's last slot and next fire time (none once max_runs is reached), and its
+    dispatch state, in two statements."""
     slots: dict[str, datetime] = {}
     dispatch: dict[str, dict[str, Any]] = {}
+    paused_slots: dict[str, datetime] = {}
     for request, decision in decided:
         paused = isinstance(decision, Skip) and decision.code == "paused"
-        if request.scheduled_for is not None and request.trigger != "manual" and not paused:
-            slots[request.job] = max(slots.get(request.job, request.scheduled_for), request.scheduled_for)
+        if request.scheduled_for is not None and request.trigger != "manual":
+            timed = paused_slots if paused else slots
+            timed[request.job] = max(timed.get(request.job, request.scheduled_for), request.scheduled_for)
         state = dispatch.setdefault(request.job, {"b_name": request.job, "b_skipped": 0, "b_launched": 0})
         if isinstance(decision, Skip):
             state["b_skipped"] += 1
@@ -208,9 +242,22 @@ def _update_jobs_after_fire(
                 ),
             ),
             [
-                {"b_name": name, "b_slot": slot_time, "b_next": _next_fire(config, name, max(slot_time, now))}
+                {
+                    "b_name": name,
+                    "b_slot": slot_time,
+                    "b_next": None if name in exhausted else _next_fire(config, name, max(slot_time, now)),
+                }
                 for name, slot_time in slots.items()
             ],
+        )
+    if paused_slots:
+        slot = bindparam("b_slot")
+        stale = or_(jobs.c.paused_through.is_(None), jobs.c.paused_through < slot)
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.name == bindparam("b_name"))
+            .values(paused_through=case((stale, slot), else_=jobs.c.paused_through)),
+            [{"b_name": name, "b_slot": slot_time} for name, slot_time in paused_slots.items()],
         )
     if dispatch:
         conn.execute(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 
 from scheduler import tuning
 from scheduler.policy.fire_request import FireRequest
@@ -30,14 +30,14 @@ class Requests:
     reload: bool = False
 
 
-def take_requests(conn: Connection, limit: int = tuning.INBOX_BATCH) -> Requests:
+def take_requests(conn: Connection, now: datetime, limit: int = tuning.INBOX_BATCH) -> Requests:
     """Claim what other processes asked the daemon to do, oldest first."""
     rows = conn.execute(
         select(requests).where(requests.c.handled_at.is_(None)).order_by(requests.c.id).limit(limit)
     ).all()
     if not rows:
         return Requests([], [])
-    conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=func.now()))
+    conn.execute(update(requests).where(requests.c.id.in_([r.id for r in rows])).values(handled_at=now))
     runs_asked = [
         FireRequest(r.job, "manual", r.run_key, r.source, parameters=json.loads(r.parameters_json or "{}"))
         for r in rows

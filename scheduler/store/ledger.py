@@ -57,10 +57,17 @@ def expire_queued(conn: Connection, config: Config, now: datetime, grace: timede
     return len(expired)
 
 
-def mark_started(conn: Connection, run: Any, log_path: str, now: datetime) -> None:
-    """Claim a queued run for launch; committed before the child is spawned."""
-    conn.execute(update(runs).where(runs.c.id == run.id).values(status="running", started_at=now, log_path=log_path))
-    conn.execute(update(jobs).where(jobs.c.name == run.job).values(runs_total=jobs.c.runs_total + 1))
+def mark_started(conn: Connection, run: Any, log_path: str, now: datetime) -> bool:
+    """Claim a queued run for launch; committed before the child is spawned. False when the run
+    is no longer queued (cancelled by a `replace`, or skipped, since it was read): not launched."""
+    claimed = conn.execute(
+        update(runs)
+        .where(runs.c.id == run.id, runs.c.status == "queued")
+        .values(status="running", started_at=now, log_path=log_path)
+    ).rowcount
+    if claimed:
+        conn.execute(update(jobs).where(jobs.c.name == run.job).values(runs_total=jobs.c.runs_total + 1))
+    return bool(claimed)
 
 
 def runs_in(conn: Connection, statuses: tuple[str, ...]) -> list[Any]:
@@ -95,11 +102,11 @@ def set_pid(
 
 def exhausted_jobs(conn: Connection, config: Config) -> set[str]:
     """Jobs whose max_runs is used up: they are no longer timed."""
-    limits = {name: job.spec.max_runs for name, job in config.jobs.items() if job.spec.max_runs}
-    if not limits:
+    limited = [name for name, job in config.jobs.items() if job.spec.max_runs]
+    if not limited:
         return set()
-    rows = conn.execute(select(jobs.c.name, jobs.c.launched).where(jobs.c.name.in_(limits)))
-    return {row.name for row in rows if row.launched >= limits[row.name]}
+    rows = conn.execute(select(jobs.c.name, jobs.c.launched).where(jobs.c.name.in_(limited)))
+    return {row.name for row in rows if config.jobs[row.name].finished(row.launched)}
 
 
 def record_repair(conn: Connection, run_id: int, report: dict[str, Any] | None, now: datetime) -> None:

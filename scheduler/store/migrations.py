@@ -3,6 +3,7 @@ written by a newer release is refused rather than damaged."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy import Connection, inspect, select, text
@@ -41,7 +42,29 @@ def _v4_runs_job_status_index(conn: Connection) -> None:
     next(index for index in runs.indexes if index.name == "ix_runs_job_status_id").create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v2_policies, _v3_watched_files, _v4_runs_job_status_index]
+def _v5_installation_id(conn: Connection) -> None:
+    """An id of this state database, so ZenML run names differ between databases sharing a ZenML store."""
+    conn.execute(meta.insert().values(key=INSTALLATION_KEY, value=uuid.uuid4().hex[:12]))
+
+
+def _v6_paused_through(conn: Connection) -> None:
+    """How far a paused job's slots are on the record (see schema.jobs)."""
+    conn.execute(text("ALTER TABLE jobs ADD COLUMN paused_through TIMESTAMP"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v2_policies,
+    _v3_watched_files,
+    _v4_runs_job_status_index,
+    _v5_installation_id,
+    _v6_paused_through,
+]
+INSTALLATION_KEY = "installation_id"
+
+
+def installation_id(conn: Connection) -> str:
+    """This state database's id (random, made once when the database is created or upgraded)."""
+    return str(conn.execute(select(meta.c.value).where(meta.c.key == INSTALLATION_KEY)).scalar_one())
 
 
 def schema_version() -> int:
@@ -56,6 +79,7 @@ def migrate(conn: Connection) -> int:
     if not inspect(conn).has_table("meta"):
         metadata.create_all(conn)
         conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
+        _v5_installation_id(conn)
         return 0
     found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
     if found > schema_version():

@@ -46,6 +46,8 @@ def record_outcome(conn: Connection, outcome: Outcome, config: Config, now: date
     """Finish a run row; schedule its retry, or count the slot's failure and pause the job after
     `pause_after_failures` consecutive failed slots."""
     run = conn.execute(select(runs).where(runs.c.id == outcome.run_id)).one()
+    if recorded_before(run):
+        return Effects()
     conn.execute(
         update(runs)
         .where(runs.c.id == run.id)
@@ -89,6 +91,12 @@ def record_outcome(conn: Connection, outcome: Outcome, config: Config, now: date
         effects = Effects(paused_job=_maybe_auto_pause(conn, run.job, job.spec.pause_after_failures, now, events))
     append(conn, now, events)
     return replace(effects, zenml_run_name=outcome.zenml_run_name or run.zenml_run_name)
+
+
+def recorded_before(run: Any) -> bool:
+    """An outcome is recorded once, whoever reports it again (a daemon that was stalled while
+    another recorded it, a retry after a commit whose answer was lost)."""
+    return bool(run.status != "running")
 
 
 def _insert_retry(conn: Connection, run: Any, not_before: datetime, now: datetime) -> int:

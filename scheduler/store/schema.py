@@ -92,6 +92,9 @@ jobs = Table(
     Column("first_error_at", UTCDateTime),
     Column("last_error_at", UTCDateTime),
     Column("last_error", Text),
+    # schema 6: while a job is paused, its slots up to here are on the record as skipped `paused`
+    # (its watermark `last_slot` stays where it was, for the catch-up on resume)
+    Column("paused_through", UTCDateTime),
 )
 
 runs = Table(

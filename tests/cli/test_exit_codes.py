@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.cli.exit_codes import CHANGES_PENDING, DAEMON_STATE, FAILURE, INVALID, MEANINGS, NOT_FOUND, OK
+from scheduler.cli.main import main
 from tests.harness import REPO, Project, wait_for
 
 CONFIG = (
@@ -35,9 +36,17 @@ def test_the_readme_documents_the_exit_code_table() -> None:
     assert {int(code) for code in rows} == set(MEANINGS)
 
 
-def test_exit_codes_without_a_daemon(project: Project) -> None:
+def test_exit_codes_without_a_daemon(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process, through the console entry point itself (a subprocess each would cost a
+    second of imports; the daemon cases below run as subprocesses)."""
     project.write_config(CONFIG)
-    _check(project, [
+    monkeypatch.chdir(project.root)
+    for name, value in project.env.items():
+        if name.startswith(("ZENML_", "PYTHONPATH")):
+            monkeypatch.setenv(name, value)
+    cases = [
         (["validate", "--no-pipelines"], OK),
         (["list"], OK),
         (["next", "ok"], OK),
@@ -65,7 +74,17 @@ def test_exit_codes_without_a_daemon(project: Project) -> None:
         (["api-key", "create", "--name", "two words", "--scope", "read"], INVALID),
         (["run", "--max-concurrent-runs", "0"], INVALID),
         (["no-such-command"], INVALID),
-    ])  # fmt: skip
+    ]
+    wrong = []
+    for args, expected in cases:
+        monkeypatch.setattr(sys, "argv", ["zenml-scheduler", *args, "--config", str(project.config)])
+        with pytest.raises(SystemExit) as ended:
+            main()
+        code = ended.value.code or 0
+        err = capsys.readouterr().err
+        if code != expected or "Traceback" in err:
+            wrong.append(f"{' '.join(args)}: exit {code}, expected {expected}: {err[-500:]}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.slow

@@ -327,13 +327,13 @@ def test_training_pipeline_end_to_end_through_the_daemon(project: Project) -> No
 def test_timeout_stops_a_real_zenml_run_and_leaves_it_finished_in_the_store(project: Project) -> None:
     project.write_config(
         "version: 1\njobs:\n  slow:\n    pipeline: tinypipes.tiny:tiny_pipeline\n    cron: '0 0 1 1 *'\n"
-        "    enable_cache: false\n    timeout: 15s\n    parameters: {sleep_s: 120}\n"
+        "    enable_cache: false\n    timeout: 30s\n    parameters: {sleep_s: 120}\n"
     )
     daemon = project.start_daemon("--no-check-pipelines")
     wait_for(lambda: "JOB" in daemon.out_path.read_text(), 60, "daemon start")
     assert project.cli("trigger", "slow").returncode == 0
     run = wait_for(lambda: project.query("SELECT * FROM runs WHERE status='timed_out'"), 90, "the timeout")[0]
-    assert run["error"] == "timed out after 15s"
+    assert run["error"] == "timed out after 30s"
     reconciled = wait_for(
         lambda: project.query("SELECT details FROM audit WHERE event='zenml-run-reconciled'"), 60, "the repair"
     )

@@ -40,10 +40,19 @@ def test_manual_keys_differ_by_nonce_and_run_names_are_unique() -> None:
     now = at("2026-11-27T10:00:00+00:00")
     assert manual_run_key("j", now, "a1") == "j@manual:2026-11-27T10:00:00Z#a1"
     assert manual_run_key("j", now, "a1") != manual_run_key("j", now, "b2")
-    first = zenml_run_name("j", "j@2026-11-27T10:00:00Z", 1, now)
+    first = zenml_run_name("j", "j@2026-11-27T10:00:00Z", 1, now, "dev")
     assert first.startswith("j-20261127-100000-")
-    assert first != zenml_run_name("j", "j@2026-11-27T10:00:00Z", 2, now)
-    assert first != zenml_run_name("j", "j@2026-11-27T10:01:00Z", 1, now)
+    assert first == zenml_run_name("j", "j@2026-11-27T10:00:00Z", 1, now, "dev")
+    assert first != zenml_run_name("j", "j@2026-11-27T10:00:00Z", 2, now, "dev")
+    assert first != zenml_run_name("j", "j@2026-11-27T10:01:00Z", 1, now, "dev")
+
+
+def test_run_names_differ_between_state_databases_sharing_a_zenml_store() -> None:
+    """Two daemons with their own state databases, one ZenML store, the same job and slot."""
+    now = at("2026-11-27T10:00:00+00:00")
+    dev = zenml_run_name("nightly", "nightly@2026-11-27T10:00:00Z", 1, now, "a1b2c3d4e5f6")
+    prod = zenml_run_name("nightly", "nightly@2026-11-27T10:00:00Z", 1, now, "0f9e8d7c6b5a")
+    assert dev != prod
 
 
 SLOT = at("2026-11-27T10:00:00+00:00")

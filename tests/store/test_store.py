@@ -162,7 +162,7 @@ def test_paused_slot_is_audited_and_left_for_catch_up_on_resume(db_url: str, con
         assert not inbox.set_paused(conn, "nope", True, "test", NOW)
     with store.write() as conn:
         assert inbox.set_paused(conn, "a", False, "test", NOW)
-        asked = inbox.take_requests(conn)
+        asked = inbox.take_requests(conn, NOW)
         assert asked.resumed == ["a"] and asked.runs == []
         caught = catch_up_requests(conn, config, NOW, GRACE, only="a")
     # catchup: latest - the newest slot missed while paused (inside the grace window) runs once
