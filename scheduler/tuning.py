@@ -24,6 +24,11 @@ INBOX_BATCH = 1000  # requests claimed per transaction
 CONFIG_POLL_S = 0.25  # how often the config file's inode, mtime and size are compared
 CONFIG_DEBOUNCE_S = 0.5  # a change counts once the file has been quiet this long (editors save in bursts)
 
+# ---- reading schedules.yaml (scheduler.config) -------------------------------------------------
+CONFIG_MAX_BYTES = 10 * 1024 * 1024  # default of the config_max_bytes setting: far above any real schedules.yaml
+YAML_MAX_DEPTH = 64  # nesting of mappings and lists; a real file needs about 6
+YAML_MAX_VALUES = 2_000_000  # values after aliases are expanded: 10,000 jobs need about 150,000; a bomb, billions
+
 # ---- catch-up (scheduler.policy.catch_up) ----------------------------------------------------
 CATCH_UP_AUDIT_EACH = 200  # missed slots audited one by one per job; the rest go into one summary event
 CATCH_UP_WINDOW_LIMIT = 100_000  # slots examined at most inside one grace window (an every-1s job over 24 h)

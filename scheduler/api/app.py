@@ -6,17 +6,17 @@ the key) and counted in `api_requests_total`; `ApiGuard` does both for all route
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from scheduler.api.backend import ApiBackend
 from scheduler.api.guard import ApiGuard, refuse
@@ -34,16 +34,38 @@ STATUSES = (*ACTIVE_STATUSES, *FINAL_STATUSES)
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # visible ASCII: it becomes part of the run key
 
 
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    """Refuse NaN and infinities (JSON allows neither; Python's parser reads NaN, Infinity and 1e999)
+    before anything is recorded: no run can use them, and no response could show them."""
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a finite number")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+
+    for key, item in values.items():
+        walk(item, str(key))
+    return values
+
+
+Values = Annotated[dict[str, Any], AfterValidator(_finite)]
+
+
 class StepOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    parameters: dict[str, Any] = {}
+    parameters: Values = {}
 
 
 class RunRequest(BaseModel):
     """The shape ZenML uses for run configurations; only the job's `api.overridable` keys may be set."""
 
     model_config = ConfigDict(extra="forbid")
-    parameters: dict[str, Any] = {}
+    parameters: Values = {}
     steps: dict[str, StepOverride] = {}
 
 
@@ -53,7 +75,7 @@ class TutorialRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pipeline_name: str = Field(min_length=1, max_length=200)
     steps: dict[str, StepOverride] = {}
-    parameters: dict[str, Any] = {}
+    parameters: Values = {}
     config_path: str | None = Field(None, description="Not supported: configuration comes from schedules.yaml.")
 
 
@@ -288,6 +310,11 @@ def build_app(backend: ApiBackend, keys: KeyRing, limiter: RateLimiter, metrics:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]]
         request.state.reason = "invalid request: " + "; ".join(problems)
-        return await request_validation_exception_handler(request, exc)
+        # FastAPI's default handler echoes each offending input back: that can be NaN (which no JSON
+        # encoder writes) or megabytes of body, so the answer names the place and the problem only.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     return app

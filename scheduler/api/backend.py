@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from scheduler import tuning
 from scheduler.api.overrides import Overrides
@@ -74,10 +75,31 @@ class AuditWriter:
         try:
             with self.store.write() as conn:
                 append(conn, self.now(), batch)
-        except Exception:
+        except OperationalError:  # the database is away: the batch waits for the next try
             for event in batch:
                 self._queue.put(event)
             raise
+        except DBAPIError as exc:  # the database refuses this batch: never retry it for ever
+            log.error("the state database refused %d API audit event(s); writing them one by one: %s",
+                      len(batch), exc.orig)  # fmt: skip
+            self._one_by_one(batch)
+
+    def _one_by_one(self, batch: list[Event]) -> None:
+        """Write each event alone; one the database refuses is replaced by `audit-write-failed`,
+        so the trail says something was refused and the queue moves on."""
+        for event in batch:
+            try:
+                with self.store.write() as conn:
+                    append(conn, self.now(), [event])
+            except OperationalError:
+                self._queue.put(event)
+                raise
+            except DBAPIError as exc:
+                failed = Event("audit-write-failed", event.source, details={
+                    "event": event.event, "error": str(exc.orig)[:200], "route": event.details.get("route"),
+                })  # fmt: skip
+                with self.store.write() as conn:
+                    append(conn, self.now(), [failed])
 
     def stop(self) -> None:
         self._stop.set()

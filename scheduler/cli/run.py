@@ -30,7 +30,7 @@ def load_checked(settings: Settings, path: Path | None = None, check: bool = Tru
     """The config at `path`, with its pipelines checked in a child and their descriptions attached
     (`Config.pipelines`, used to type-check API overrides); ConfigError lists every problem.
     Without `check` the config carries no descriptions."""
-    config = load_config(path or settings.config)
+    config = load_config(path or settings.config, settings.config_max_bytes)
     if check:
         config = checked_config(config, settings.python, timeout=settings.pipeline_check_timeout)
     return config

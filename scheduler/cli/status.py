@@ -62,7 +62,7 @@ def job_status(store: Store, names: list[str]) -> list[dict[str, Any]]:
 @options.json_option
 def status(settings: Settings, job: str | None, as_json: bool) -> None:
     """Dispatch state per job: last result, failures, errors, runs active."""
-    config = load_config(settings.config)
+    config = load_config(settings.config, settings.config_max_bytes)
     if job is not None:
         options.job_or_fail(config, job)
     items = job_status(options.state(settings), [job] if job else list(config.jobs))
@@ -84,7 +84,7 @@ def status(settings: Settings, job: str | None, as_json: bool) -> None:
 @options.common
 def clear(settings: Settings, job: str) -> None:
     """Reset JOB's failure count and error state (audited); a paused job stays paused."""
-    config = load_config(settings.config)
+    config = load_config(settings.config, settings.config_max_bytes)
     options.job_or_fail(config, job)
     with options.state(settings).write() as conn:
         if not clear_errors(conn, job, options.source(), utcnow()):

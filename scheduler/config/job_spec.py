@@ -6,6 +6,7 @@ Durations stay as written (``"30s"``) so that the stored spec and its diffs read
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,12 +14,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scheduler import tuning
 from scheduler.config.notify_spec import NotifyTarget
 from scheduler.config.watch_spec import WatchSpec
 from scheduler.timing.cron import TriggerError
 from scheduler.timing.cron_trigger import CronTrigger
 from scheduler.timing.durations import Duration, parse_duration
 
+COUNT_LIMIT = 1_000_000_000  # any count a job can set: far above real use, far below 64-bit columns
+MAX_YEAR = 9000  # instants stay far inside what datetime arithmetic can hold (year 9999)
 PIPELINE_REF = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 
@@ -28,14 +32,18 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max: int = Field(ge=1)
+    max: int = Field(ge=1, le=1000)
     backoff: Duration = "30s"
-    factor: float = Field(2.0, ge=1)
+    factor: float = Field(2.0, ge=1, le=100, allow_inf_nan=False)
     max_backoff: Duration = "10m"
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt `failed_attempt` (1-based) failed."""
-        return min(parse_duration(self.backoff) * self.factor ** (failed_attempt - 1), parse_duration(self.max_backoff))
+        backoff, cap = parse_duration(self.backoff), parse_duration(self.max_backoff)
+        growth = (failed_attempt - 1) * math.log(self.factor)
+        if backoff == 0 or growth < math.log(max(cap, 1e-9) / backoff):  # below the cap, without overflowing
+            return min(backoff * math.exp(growth), cap)
+        return cap
 
 
 class StepConfig(BaseModel):
@@ -96,17 +104,17 @@ class JobSpec(BaseModel):
     # Firing policies
     catchup: Literal["none", "latest", "all"] = "latest"
     misfire_grace: Duration | None = None  # None: the daemon's misfire_grace setting (10m)
-    max_catchup: int = Field(50, ge=1)
+    max_catchup: int = Field(50, ge=1, le=tuning.CATCH_UP_WINDOW_LIMIT)
     concurrency: Literal["skip", "queue", "replace", "allow"] = "skip"
-    max_active: int | None = Field(None, ge=1)
-    max_queued: int = Field(10, ge=1)
+    max_active: int | None = Field(None, ge=1, le=COUNT_LIMIT)
+    max_queued: int = Field(10, ge=1, le=COUNT_LIMIT)
     start: datetime | None = None
     end: datetime | None = None
-    max_runs: int | None = Field(None, ge=1)
+    max_runs: int | None = Field(None, ge=1, le=COUNT_LIMIT)
     timeout: str | None = None
     retries: RetryPolicy | None = None
     jitter: Duration | None = None
-    pause_after_failures: int | None = Field(None, ge=1)
+    pause_after_failures: int | None = Field(None, ge=1, le=COUNT_LIMIT)
     notify: list[NotifyTarget] = []  # webhooks; a job's own list replaces the default one
     api: ApiSpec = ApiSpec()  # what an HTTP caller may override; a job's own `api` replaces the default one
 
@@ -133,8 +141,15 @@ class JobSpec(BaseModel):
     def _timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder of the zone database
             raise ValueError(f"unknown IANA timezone {value!r} (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @field_validator("at", "start", "end")
+    @classmethod
+    def _instant(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not 1970 <= value.year <= MAX_YEAR:
+            raise ValueError(f"{value.isoformat()} is outside the years 1970 to {MAX_YEAR}")
         return value
 
     @field_validator("every")

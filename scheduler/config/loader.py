@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from scheduler import tuning
 from scheduler.config.job_spec import JobSpec
 from scheduler.config.model import Config, Job
 from scheduler.config.watch_spec import template_problems, templated_paths
@@ -33,18 +34,28 @@ TRIGGER_KEYS = ("cron", "every", "at", "watch")
 SUPPORTED_VERSION = 1
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, max_bytes: int = tuning.CONFIG_MAX_BYTES) -> Config:
     """Read and validate schedules.yaml; raise ConfigError with every problem found."""
     path = Path(path)
     display = str(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)  # never more than the limit in memory
+    except IsADirectoryError:
+        raise ConfigError([Problem(display, 1, 1, "cannot read config: it is a folder, not a file")]) from None
     except OSError as exc:
         raise ConfigError([Problem(display, 1, 1, f"cannot read config: {exc.strerror}")]) from None
+    if len(raw) > max_bytes:
+        message = f"the file is larger than {max_bytes:,} bytes (setting config_max_bytes); is it schedules.yaml?"
+        raise ConfigError([Problem(display, 1, 1, message)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(display, 1, 1, f"not UTF-8 text: {exc.reason}")]) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = raw[exc.start : exc.start + 1].hex()
+        message = f"not UTF-8 text: byte 0x{byte} cannot be decoded ({exc.reason}); save the file as UTF-8"
+        raise ConfigError([Problem(display, line, column, message)]) from None
     return parse_config(text, path, revision=hashlib.sha256(raw).hexdigest()[:12])
 
 

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     kill_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL for a child.")
     lease_ttl: float = Field(15.0, gt=1, description="Seconds without heartbeat before a lease expires.")
     python: str = Field(sys.executable, description="Interpreter for child processes.")
+    config_max_bytes: int = Field(
+        tuning.CONFIG_MAX_BYTES,
+        ge=1024,
+        description="Largest schedules.yaml read, in bytes (a bigger file is refused).",
+    )
     pipeline_check_timeout: float = Field(
         tuning.PIPELINE_CHECK_TIMEOUT_S,
         gt=0,

@@ -42,6 +42,7 @@ class Reloader:
         check_pipelines: bool,
         check_timeout: float = tuning.PIPELINE_CHECK_TIMEOUT_S,
         *,
+        max_bytes: int = tuning.CONFIG_MAX_BYTES,
         check: Check | None = None,
         spawn: Callable[[Callable[[], None]], None] = _start_thread,
     ) -> None:
@@ -50,6 +51,7 @@ class Reloader:
         self.python = python
         self.check_timeout = check_timeout
         self.spawn = spawn
+        self.max_bytes = max_bytes
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._busy = threading.Event()
         self._again: str | None = None
@@ -76,7 +78,7 @@ class Reloader:
     def _load(self, reason: str) -> None:
         outcome: Config | ConfigError
         try:
-            config = load_config(self.path)
+            config = load_config(self.path, self.max_bytes)
             outcome = config if self.check is None else self.check(config)  # checked: with pipeline descriptions
         except ConfigError as exc:
             outcome = exc

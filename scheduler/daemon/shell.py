@@ -36,7 +36,10 @@ def real_services(daemon: Daemon) -> Services:
 
 
 def real_reloader(settings: Settings, config: Config, check_pipelines: bool) -> Reloader:
-    return Reloader(config.path, settings.python, check_pipelines, settings.pipeline_check_timeout)
+    return Reloader(
+        config.path, settings.python, check_pipelines, settings.pipeline_check_timeout,
+        max_bytes=settings.config_max_bytes,
+    )  # fmt: skip
 
 
 def real_lease(store: Store, settings: Settings, config: Config, monotonic: Callable[[], float]) -> Lease:

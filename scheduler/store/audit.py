@@ -12,14 +12,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
 from scheduler.store.engine import after_commit
-from scheduler.store.schema import audit, meta
+from scheduler.store.schema import audit, meta, scrub
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def append(conn: Connection, at: datetime, events: Iterable[Event]) -> int:
     rows = []
     # Hashed as stored and read back: UTC, whole milliseconds (stable through every engine).
     at = at.astimezone(timezone.utc).replace(microsecond=(at.microsecond // 1000) * 1000)
-    for ev in batch:
+    for ev in map(_scrubbed, batch):
         last_id += 1
         details_text = json.dumps(ev.details, sort_keys=True, separators=(",", ":"), default=str)
         row_hash = _digest(last_id, at, ev, details_text, prev_hash)
@@ -89,6 +89,19 @@ def append(conn: Connection, at: datetime, events: Iterable[Event]) -> int:
     else:
         conn.execute(update(meta).where(meta.c.key == HEAD_KEY).values(value=new_head))
     return len(rows)
+
+
+def _scrubbed(event: Event) -> Event:
+    """The event as its columns store it, so that the hash covers exactly what is stored (a job
+    name from a URL path may hold a NUL byte)."""
+
+    def text(value: str | None) -> str | None:
+        return scrub(value) if value is not None else None
+
+    return replace(
+        event, event=scrub(event.event), source=scrub(event.source), job=text(event.job),
+        run_key=text(event.run_key), config_revision=text(event.config_revision),
+    )  # fmt: skip
 
 
 def _log(rows: list[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +20,32 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def scrub(text: str) -> str:
+    """`text` with control characters (tab and line breaks aside) written as ``\\xNN``: what a
+    text column stores. PostgreSQL refuses NUL in text outright, and no log, terminal or audit
+    reader should meet raw control characters; scrubbing twice changes nothing."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
+class ScrubbedString(TypeDecorator[str]):
+    """A String whose values are stored scrubbed (see `scrub`)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return scrub(value) if isinstance(value, str) else value
+
+
+class ScrubbedText(ScrubbedString):
+    """Text stored scrubbed. JSON columns stay plain Text: json.dumps escapes control characters."""
+
+    impl = Text
+    cache_ok = True
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -43,7 +70,7 @@ metadata = MetaData()
 meta = Table(
     "meta",
     metadata,
-    Column("key", String(64), primary_key=True),
+    Column("key", ScrubbedString(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
 
@@ -51,26 +78,26 @@ lease = Table(
     "lease",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("holder", String(64), nullable=False),
-    Column("host", String(255), nullable=False),
+    Column("holder", ScrubbedString(64), nullable=False),
+    Column("host", ScrubbedString(255), nullable=False),
     Column("pid", Integer, nullable=False),
-    Column("pid_start", String(32)),
+    Column("pid_start", ScrubbedString(32)),
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
-    Column("config_path", Text),
+    Column("config_path", ScrubbedText),
 )
 
 jobs = Table(
     "jobs",
     metadata,
-    Column("name", String(100), primary_key=True),
+    Column("name", ScrubbedString(100), primary_key=True),
     Column("spec_json", Text, nullable=False),
-    Column("digest", String(16), nullable=False),
-    Column("trigger", String(200), nullable=False),
-    Column("timezone", String(64), nullable=False),
+    Column("digest", ScrubbedString(16), nullable=False),
+    Column("trigger", ScrubbedString(200), nullable=False),
+    Column("timezone", ScrubbedString(64), nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("paused", Boolean, nullable=False, default=False),
-    Column("paused_reason", Text),
+    Column("paused_reason", ScrubbedText),
     Column("last_slot", UTCDateTime),
     Column("next_fire_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
@@ -80,18 +107,18 @@ jobs = Table(
     Column("succeeded", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
     Column("skipped", Integer, nullable=False, default=0),
-    Column("last_outcome", String(20)),
+    Column("last_outcome", ScrubbedString(20)),
     Column("last_outcome_at", UTCDateTime),
-    Column("last_run_key", String(400)),
+    Column("last_run_key", ScrubbedString(400)),
     # dispatch state (schema 2)
     Column("launched", Integer, nullable=False, default=0),
-    Column("last_dispatch", String(40)),
+    Column("last_dispatch", ScrubbedString(40)),
     Column("last_dispatch_at", UTCDateTime),
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("error_count", Integer, nullable=False, default=0),
     Column("first_error_at", UTCDateTime),
     Column("last_error_at", UTCDateTime),
-    Column("last_error", Text),
+    Column("last_error", ScrubbedText),
     # schema 6: while a job is paused, its slots up to here are on the record as skipped `paused`
     # (its watermark `last_slot` stays where it was, for the catch-up on resume)
     Column("paused_through", UTCDateTime),
@@ -101,26 +128,26 @@ runs = Table(
     "runs",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("run_key", String(400), nullable=False),
+    Column("run_key", ScrubbedString(400), nullable=False),
     Column("attempt", Integer, nullable=False, default=1),
-    Column("job", String(100), nullable=False),
-    Column("trigger", String(20), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("reason", Text),
+    Column("job", ScrubbedString(100), nullable=False),
+    Column("trigger", ScrubbedString(20), nullable=False),
+    Column("status", ScrubbedString(20), nullable=False),
+    Column("reason", ScrubbedText),
     Column("scheduled_for", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("pid", Integer),
-    Column("pid_start", String(32)),
+    Column("pid_start", ScrubbedString(32)),
     Column("exit_code", Integer),
-    Column("zenml_run_id", String(64)),
-    Column("zenml_run_name", String(255)),
-    Column("error", Text),
+    Column("zenml_run_id", ScrubbedString(64)),
+    Column("zenml_run_name", ScrubbedString(255)),
+    Column("error", ScrubbedText),
     Column("parameters_json", Text),
-    Column("log_path", Text),
-    Column("config_revision", String(16)),
-    Column("source", String(200), nullable=False),
+    Column("log_path", ScrubbedText),
+    Column("config_revision", ScrubbedString(16)),
+    Column("source", ScrubbedString(200), nullable=False),
     Column("not_before", UTCDateTime),  # schema 2: jitter and retry back-off
     UniqueConstraint("run_key", "attempt", name="uq_runs_run_key_attempt"),
     Index("ix_runs_status", "status"),
@@ -134,11 +161,11 @@ requests = Table(
     "requests",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("kind", String(20), nullable=False, default="run"),  # schema 2: run | resume
-    Column("job", String(100), nullable=False),
-    Column("run_key", String(400), nullable=False, unique=True),
+    Column("kind", ScrubbedString(20), nullable=False, default="run"),  # schema 2: run | resume
+    Column("job", ScrubbedString(100), nullable=False),
+    Column("run_key", ScrubbedString(400), nullable=False, unique=True),
     Column("parameters_json", Text),
-    Column("source", String(200), nullable=False),
+    Column("source", ScrubbedString(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("handled_at", UTCDateTime),
     Index("ix_requests_pending", "handled_at"),
@@ -151,13 +178,13 @@ watched_files = Table(
     "watched_files",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("job", String(100), nullable=False),
-    Column("path", Text, nullable=False),
-    Column("version", String(64), nullable=False),
+    Column("job", ScrubbedString(100), nullable=False),
+    Column("path", ScrubbedText, nullable=False),
+    Column("version", ScrubbedString(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
-    Column("run_key", String(400)),
-    Column("status", String(20), nullable=False),  # dispatched | skipped
+    Column("run_key", ScrubbedString(400)),
+    Column("status", ScrubbedString(20), nullable=False),  # dispatched | skipped
     Column("seen_at", UTCDateTime, nullable=False),
     UniqueConstraint("job", "path", "version", name="uq_watched_files_job_path_version"),
 )
@@ -167,13 +194,13 @@ audit = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("at", UTCDateTime, nullable=False),
-    Column("event", String(40), nullable=False),
-    Column("job", String(100)),
-    Column("run_key", String(400)),
-    Column("source", String(200), nullable=False),
-    Column("config_revision", String(16)),
+    Column("event", ScrubbedString(40), nullable=False),
+    Column("job", ScrubbedString(100)),
+    Column("run_key", ScrubbedString(400)),
+    Column("source", ScrubbedString(200), nullable=False),
+    Column("config_revision", ScrubbedString(16)),
     Column("details", Text, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("prev_hash", ScrubbedString(64), nullable=False),
+    Column("hash", ScrubbedString(64), nullable=False),
     Index("ix_audit_job", "job"),
 )

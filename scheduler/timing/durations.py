@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration accepted (100 years): instants a duration away from now must stay far
+# inside what datetime arithmetic can hold (year 9999), whatever field the duration is in.
+MAX_SECONDS = 100 * 365 * 86400
 _PART = re.compile(r"(\d+)(ms|[smhd])")
 _WHOLE = re.compile(r"(?:\d+(?:ms|[smhd]))+")
 
@@ -17,13 +21,19 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"expected a duration such as 30s, 15m, 2h or 1d, got {text!r}")
     if isinstance(text, (int, float)):
+        if not math.isfinite(text):
+            raise ValueError(f"duration must be a finite number of seconds, got {text}")
         if text < 0:
             raise ValueError(f"duration must not be negative, got {text}")
-        return float(text)
-    cleaned = text.strip().lower()
-    if not _WHOLE.fullmatch(cleaned):
-        raise ValueError(f"expected a duration such as 30s, 15m, 2h, 1d or 1h30m, got {text!r}")
-    return float(round(sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned)), 3))
+        seconds = float(text)
+    else:
+        cleaned = text.strip().lower()
+        if not _WHOLE.fullmatch(cleaned):
+            raise ValueError(f"expected a duration such as 30s, 15m, 2h, 1d or 1h30m, got {text!r}")
+        seconds = float(round(sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned)), 3))
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"duration {text!r} is longer than 100 years, the longest accepted")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

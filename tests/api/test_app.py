@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from scheduler.api.app import build_app
 from scheduler.api.backend import ApiBackend
@@ -74,3 +75,19 @@ def test_the_api_audit_writer_records_refused_requests_with_their_reason(tmp_pat
     assert events[0]["details"]["reason"] == "unknown API key"
     assert "larger than 2048 bytes" in events[1]["details"]["reason"]
     assert "limit" in events[2]["details"]["reason"]
+
+
+def test_non_finite_numbers_are_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+    http, backend, handed = client(tmp_path, {"scheduler": True, "config": True})
+    backend.recorder.start()
+    for body in ('{"parameters": {"seconds": NaN}}', '{"parameters": {"n": [1, 1e999]}}',
+                 '{"steps": {"s": {"parameters": {"x": -Infinity}}}}'):  # fmt: skip
+        response = http.post(
+            "/v1/jobs/j/runs", content=body, headers={"X-API-Key": KEY, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "not a finite number" in response.text
+    backend.recorder.stop()
+    with backend.store.read() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM runs")).scalar_one() == 0
+    assert handed == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,31 @@ def test_plan_exit_codes_and_fields(project: Project, stand_in: dict[str, str]) 
     edited.write_text("version: 1\njobs:\n  x: {pipeline: a.b:c}\n")
     invalid = project.cli("plan", str(edited), "--no-pipelines")
     assert invalid.returncode == 2 and "needs exactly one trigger" in invalid.stderr
+
+
+def test_a_hostile_file_saved_under_the_daemon_is_rejected_and_the_daemon_lives_on(
+    project: Project, stand_in: dict[str, str]
+) -> None:
+    """A billion-laughs file (9 levels of 9 aliases) once drove the daemon to 2.5 GB and killed it."""
+    project.write_config(BASE.format(extra=""))
+    daemon = start(project, stand_in)
+    laughs = "l0: &l0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)
+    )
+    project.write_config(BASE.format(extra="") + laughs)
+    rejected = wait_for(
+        lambda: project.query("SELECT details FROM audit WHERE event='config-rejected'"), 30, "the rejection"
+    )
+    assert any("expands to more than" in p for p in json.loads(rejected[0]["details"])["problems"])
+    status = (Path("/proc") / str(daemon.process.pid) / "status").read_text()
+    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+    assert rss_kb < 200_000, f"the daemon grew to {rss_kb} kB reading the bomb"
+    project.write_config(BASE.format(extra="") + "nested: " + "[" * 990 + "]" * 990 + "\n")
+    wait_for(
+        lambda: len(project.query("SELECT 1 FROM audit WHERE event='config-rejected'")) == 2, 30, "the 2nd rejection"
+    )
+    mark = project.query("SELECT MAX(id) AS m FROM runs")[0]["m"] or 0
+    wait_for(lambda: project.query("SELECT 1 FROM runs WHERE job='tick' AND id > ?", mark), 30, "tick to keep firing")
+    metrics = project.cli("health", "--json")
+    assert metrics.returncode == 0
+    assert daemon.stop() == 0
