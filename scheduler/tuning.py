@@ -52,6 +52,13 @@ TRIGGER_MAX_BATCH = 500  # triggers recorded per transaction
 TRIGGER_LINGER_S = 0.003  # a batch waits this long for company when triggers arrive back to back
 TRIGGER_BUSY_S = 0.02  # a batch this soon after the previous one means triggers are arriving back to back
 API_NEXT_FIRES = 5  # next fire times shown per job
+API_ANONYMOUS_AUDIT_S = 60.0  # requests without a valid key: one audit event per client address this often
+API_ANONYMOUS_MAX_CLIENTS = 10_000  # addresses counted apart in one interval; the rest share one count
+API_RATE_MAX_CLIENTS = 100_000  # rate-limit buckets kept (one per key or address); full ones are dropped first
+API_ACCEPT_BATCH = 64  # connections accepted per wake-up of the server (also its listen backlog)
+API_KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this many seconds
+API_REFUSAL_LOG_S = 60.0  # "too many connections" and other per-connection refusals are logged this often
+OPEN_FILES_WANTED = 65536  # the daemon raises its soft RLIMIT_NOFILE to this (or the hard limit) at start
 
 # ---- child processes (scheduler.runs) ---------------------------------------------------------
 PIPELINE_CHECK_TIMEOUT_S = 300.0  # default of the pipeline_check_timeout setting: the check imports ZenML and

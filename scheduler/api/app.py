@@ -125,7 +125,16 @@ class Auth:
         return dependency
 
 
-def build_app(backend: ApiBackend, keys: KeyRing, limiter: RateLimiter, metrics: Metrics, max_body: int) -> FastAPI:
+def build_app(
+    backend: ApiBackend,
+    keys: KeyRing,
+    limiter: RateLimiter,
+    metrics: Metrics,
+    max_body: int,
+    clients: RateLimiter | None = None,
+    request_timeout: float = 10.0,
+) -> FastAPI:
+    """The API; `limiter` limits each key, `clients` each client address (before authentication)."""
     app = FastAPI(
         title="zenml-scheduler",
         description="Trigger and follow the jobs declared in schedules.yaml.",
@@ -135,7 +144,9 @@ def build_app(backend: ApiBackend, keys: KeyRing, limiter: RateLimiter, metrics:
     )
     auth = Auth(keys, limiter)
     read, trigger, admin = auth.require("read"), auth.require("trigger"), auth.require("admin")
-    app.add_middleware(ApiGuard, backend=backend, metrics=metrics, max_body=max_body)
+    app.add_middleware(
+        ApiGuard, backend=backend, metrics=metrics, max_body=max_body, clients=clients, body_timeout=request_timeout
+    )
 
     def known_job(request: Request, job: str) -> None:
         request.state.job = job

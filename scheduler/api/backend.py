@@ -20,10 +20,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from scheduler import tuning
+from scheduler.api.anonymous_tally import AnonymousTally
 from scheduler.api.overrides import Overrides
 from scheduler.api.trigger_recorder import Triggered, TriggerRecorder
 from scheduler.config.model import Config, Job
 from scheduler.policy.keys import api_run_key, manual_run_key
+from scheduler.quiet_log import QuietLog
 from scheduler.store import inbox
 from scheduler.store.audit import Event, append
 from scheduler.store.engine import Store
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 
 class AuditWriter:
     """Writes API audit events in small batches from its own thread, so that recording each
-    request costs the request nothing; `flush` on shutdown writes what is left."""
+    request costs the request nothing; `flush` on shutdown writes what is left. Requests without
+    a valid key go to `anonymous` instead and are written in aggregate as their intervals end."""
 
     def __init__(
         self, store: Store, now: Callable[[], datetime] = utcnow, interval: float = tuning.API_AUDIT_FLUSH_S
@@ -46,6 +49,8 @@ class AuditWriter:
         self.store = store
         self.now = now
         self.interval = interval
+        self.anonymous = AnonymousTally(now=now)
+        self._failing = QuietLog(log, every_s=tuning.API_REFUSAL_LOG_S)
         self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="api-audit", daemon=True)
@@ -61,9 +66,12 @@ class AuditWriter:
             try:
                 self.flush()
             except Exception:  # the database is away: the events wait in the queue for the next try
-                log.exception("writing API audit events failed; retrying")
+                self._failing.error("writing API audit events failed; retrying", exc_info=True)
 
-    def flush(self) -> None:
+    def flush(self, everything: bool = False) -> None:
+        """Write the queued events, and the anonymous counts that are due (all when `everything`)."""
+        for event in self.anonymous.drain(everything):
+            self._queue.put(event)
         batch: list[Event] = []
         while True:
             try:
@@ -105,7 +113,7 @@ class AuditWriter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=tuning.THREAD_STOP_S)
-        self.flush()
+        self.flush(everything=True)
 
 
 class ApiBackend:

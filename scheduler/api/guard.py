@@ -1,12 +1,16 @@
-"""The API's outer layer: body size limit, and one audit event and one metric per request.
+"""The API's outer layer: a rate limit per client address, the body's size and time limits, and
+the record of every request (an audit event each, in aggregate for anonymous ones) and a metric.
 
 A pure ASGI middleware rather than a Starlette `BaseHTTPMiddleware`: it reads the body itself
 (refusing it past the limit before any route parses it, chunked or not) and sees the final
-status of every response, including the ones FastAPI produces for invalid requests.
+status of every response, including the ones FastAPI produces for invalid requests. The client
+limit comes first, before authentication: a client without a key must not be able to make the
+daemon hash keys, parse bodies or write audit rows as fast as it can send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,6 +18,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from fastapi import HTTPException, Request
 
+from scheduler import tuning
+from scheduler.api.rate_limit import RateLimiter, retry_after_header
+from scheduler.quiet_log import QuietLog
 from scheduler.store.audit import Event
 
 if TYPE_CHECKING:
@@ -44,11 +51,22 @@ class BodyTooLarge(Exception):
 
 
 class ApiGuard:
-    def __init__(self, app: ASGIApp, backend: ApiBackend, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: ApiBackend,
+        metrics: Metrics,
+        max_body: int,
+        clients: RateLimiter | None = None,
+        body_timeout: float = 10.0,
+    ) -> None:
         self.app = app
         self.backend = backend
         self.metrics = metrics
         self.max_body = max_body
+        self.clients = clients or RateLimiter(0, 1)
+        self.body_timeout = body_timeout
+        self._failures = QuietLog(log, every_s=tuning.API_REFUSAL_LOG_S)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,12 +83,24 @@ class ApiGuard:
                 status, sent_start = message["status"], True
             await send(message)
 
+        client = scope.get("client")
+        wait = self.clients.take(client[0] if client else "(unknown)", time.monotonic())
+        if wait:
+            status = 429
+            scope["state"]["reason"] = "rate limit of this client address exceeded"
+            await _respond(send, 429, {"detail": scope["state"]["reason"]}, retry_after_header(wait))
+            self._record(scope, status, time.perf_counter() - started)
+            return
         try:
-            body = await self._read_body(scope, receive)
+            body = await asyncio.wait_for(self._read_body(scope, receive), self.body_timeout)
         except BodyTooLarge:
             status = 413
             scope["state"]["reason"] = f"request body larger than {self.max_body} bytes"
             await _respond(send, 413, {"detail": scope["state"]["reason"]})
+        except TimeoutError:
+            status = 408
+            scope["state"]["reason"] = f"the request body did not arrive within {self.body_timeout:g}s"
+            await _respond(send, 408, {"detail": scope["state"]["reason"]})
         else:
             replayed = False
 
@@ -84,7 +114,7 @@ class ApiGuard:
             try:
                 await self.app(scope, replay, send_and_watch)
             except Exception:
-                log.exception("API request %s %s failed", scope["method"], scope["path"])
+                self._failures.error("API request %s %s failed", scope["method"], scope["path"][:300], exc_info=True)
                 status = 500
                 if not sent_start:
                     await _respond(send, 500, {"detail": "internal error; see the daemon log"})
@@ -128,10 +158,13 @@ class ApiGuard:
         }
         if "reason" in state:
             details["reason"] = state["reason"]
+        if not key_name:
+            self.backend.audit.anonymous.add(details["client"], status, template, state.get("reason"))
+            return
         self.backend.audit.put(
             Event(
                 "api-request",
-                f"api:{key_name}" if key_name else "api:anonymous",
+                f"api:{key_name}",
                 state.get("job"),
                 state.get("run_key"),
                 details=details,
@@ -139,8 +172,10 @@ class ApiGuard:
         )
 
 
-async def _respond(send: Send, status: int, content: dict[str, Any]) -> None:
+async def _respond(send: Send, status: int, content: dict[str, Any], retry_after: str | None = None) -> None:
     body = json.dumps(content).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after:
+        headers.append((b"retry-after", retry_after.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

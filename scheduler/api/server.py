@@ -13,7 +13,9 @@ import socket
 import threading
 import time
 
+from scheduler import tuning
 from scheduler.errors import SettingsError
+from scheduler.quiet_log import quiet
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,23 @@ class ApiServer:
     """uvicorn on a thread, over a socket bound by `bind` (or `start`) on the caller's thread."""
 
     def __init__(
-        self, app: object, host: str, port: int, certfile: str | None = None, keyfile: str | None = None
+        self,
+        app: object,
+        host: str,
+        port: int,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        *,
+        request_timeout: float = 10.0,
+        max_connections: int = 100,
     ) -> None:
         import uvicorn
+
+        from scheduler.api.connections import guarded_protocol
+
+        # With every descriptor taken, asyncio logs each failed accept (with a traceback): once a
+        # minute is enough to say so.
+        quiet(logging.getLogger("asyncio"), ("socket.accept() out of system resource",), tuning.API_REFUSAL_LOG_S)
 
         self.sock: socket.socket | None = None
         self.host = host
@@ -69,6 +85,11 @@ class ApiServer:
             ssl_keyfile=keyfile,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(request_timeout, max_connections),
+            timeout_keep_alive=tuning.API_KEEP_ALIVE_S,
+            # asyncio accepts up to `backlog` connections per wake-up before any of them is looked
+            # at: a small batch keeps a flood from holding hundreds of descriptors at once.
+            backlog=min(tuning.API_ACCEPT_BATCH, max_connections),
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="api", daemon=True)

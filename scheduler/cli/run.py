@@ -105,9 +105,13 @@ def run(
     """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
     from scheduler.config.settings import load_settings
     from scheduler.daemon.loop import Daemon
+    from scheduler.daemon.open_files import check_connection_room, raise_open_files_limit
 
     settings = load_settings(**{**settings.model_dump(exclude_unset=True), **flags})
     setup_logging(settings.log_format, settings.log_level)
+    open_files = raise_open_files_limit()
+    if settings.api_enabled:
+        check_connection_room(open_files, settings.api_max_connections)
     store = options.state(settings)
     # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
     holder = current_holder(store, utcnow(), timedelta(seconds=settings.lease_ttl))

@@ -64,11 +64,27 @@ class Settings(BaseSettings):
     api_rate_limit: float = Field(10.0, ge=0, description="Requests per second per API key; 0 turns it off.")
     api_rate_burst: int = Field(20, ge=1, description="Requests a key may make at once before the limit applies.")
     api_max_body: int = Field(65536, ge=1024, description="Largest request body accepted, in bytes.")
+    api_client_rate_limit: float = Field(
+        20.0, ge=0, description="Requests per second per client address, before authentication; 0 turns it off."
+    )
+    api_client_rate_burst: int = Field(40, ge=1, description="Requests a client address may make at once.")
+    api_max_connections: int = Field(
+        200, ge=1, le=100_000, description="Connections open at once; more are closed as they are accepted."
+    )
+    api_request_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's head, and then its body."
+    )
     api_ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for the API.")
     api_ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for the API.")
 
     @field_validator(
-        "misfire_grace", "shutdown_grace", "kill_grace", "lease_ttl", "pipeline_check_timeout", mode="before"
+        "misfire_grace",
+        "shutdown_grace",
+        "kill_grace",
+        "lease_ttl",
+        "pipeline_check_timeout",
+        "api_request_timeout",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> float:

@@ -74,9 +74,25 @@ class Services:
         self.backend = backend = ApiBackend(self.store, config, timedelta(seconds=s.misfire_grace), hand_over, health)
         metrics = Metrics(backend.run_counts)
         subscribers.append(metrics.observe)
-        app = build_app(backend, keys, RateLimiter(s.api_rate_limit, s.api_rate_burst), metrics, s.api_max_body)
+        app = build_app(
+            backend,
+            keys,
+            RateLimiter(s.api_rate_limit, s.api_rate_burst),
+            metrics,
+            s.api_max_body,
+            clients=RateLimiter(s.api_client_rate_limit, s.api_client_rate_burst),
+            request_timeout=s.api_request_timeout,
+        )
         cert, key = s.api_ssl_certfile, s.api_ssl_keyfile
-        self.server = ApiServer(app, s.api_host, s.api_port, str(cert) if cert else None, str(key) if key else None)
+        self.server = ApiServer(
+            app,
+            s.api_host,
+            s.api_port,
+            str(cert) if cert else None,
+            str(key) if key else None,
+            request_timeout=s.api_request_timeout,
+            max_connections=s.api_max_connections,
+        )
 
     def bind(self) -> None:
         """Take the API's port (a taken port fails here, before the daemon records anything)."""

@@ -23,7 +23,9 @@ from scheduler.store.fires import FireResult
 KEY = "zsk_test-key"
 
 
-def client(tmp_path: Path, health: dict[str, bool]) -> tuple[TestClient, ApiBackend, list[FireResult]]:
+def client(
+    tmp_path: Path, health: dict[str, bool], clients: RateLimiter | None = None
+) -> tuple[TestClient, ApiBackend, list[FireResult]]:
     path = tmp_path / "schedules.yaml"
     path.write_text("version: 1\njobs:\n  j:\n    pipeline: a.b:c\n    every: 1h\n")
     config = load_config(path)
@@ -31,7 +33,7 @@ def client(tmp_path: Path, health: dict[str, bool]) -> tuple[TestClient, ApiBack
     handed: list[FireResult] = []
     backend = ApiBackend(store, lambda: config, timedelta(minutes=10), handed.append, lambda: health)
     keys = KeyRing([StoredKey(name="ci", scopes=("trigger",), hash=hash_key(KEY))], None)
-    app = build_app(backend, keys, RateLimiter(0, 1), Metrics(backend.run_counts), max_body=2048)
+    app = build_app(backend, keys, RateLimiter(0, 1), Metrics(backend.run_counts), max_body=2048, clients=clients)
     return TestClient(app), backend, handed
 
 
@@ -68,13 +70,33 @@ def test_the_api_audit_writer_records_refused_requests_with_their_reason(tmp_pat
     assert http.get("/v1/runs", params={"limit": 0}, headers={"X-API-Key": KEY}).status_code == 422
     backend.audit.flush()
     with backend.store.read() as conn:
-        events = [e for e in audit.query(conn) if e["event"] == "api-request"]
-    assert [(e["source"], e["details"]["status"]) for e in events] == [
-        ("api:anonymous", 401), ("api:anonymous", 413), ("api:ci", 422)
-    ]  # fmt: skip
-    assert events[0]["details"]["reason"] == "unknown API key"
-    assert "larger than 2048 bytes" in events[1]["details"]["reason"]
-    assert "limit" in events[2]["details"]["reason"]
+        events = [e for e in audit.query(conn) if e["event"].startswith("api-")]
+    assert [(e["source"], e["details"]["status"]) for e in events] == [("api:ci", 422)]
+    assert "limit" in events[0]["details"]["reason"]
+    backend.audit.flush(everything=True)  # at shutdown, or once their interval has passed
+    with backend.store.read() as conn:
+        anonymous = [e for e in audit.query(conn) if e["event"] == "api-requests-anonymous"]
+    assert len(anonymous) == 1
+    details = anonymous[0]["details"]
+    assert anonymous[0]["source"] == "api:anonymous" and details["client"] == "testclient"
+    assert details["count"] == 2 and details["statuses"] == {"401": 1, "413": 1}
+    assert details["reasons"]["unknown API key"] == 1
+    assert any("larger than 2048 bytes" in reason for reason in details["reasons"])
+
+
+def test_anonymous_requests_are_rate_limited_by_address_and_audited_in_aggregate(tmp_path: Path) -> None:
+    """500 anonymous requests once wrote 504 audit rows in a second."""
+    http, backend, _ = client(tmp_path, {"scheduler": True, "config": True}, clients=RateLimiter(0.01, 50))
+    statuses = [http.get("/v1/jobs").status_code for _ in range(500)]
+    assert statuses.count(401) == 50 and statuses.count(429) == 450  # past the burst: refused before auth
+    limited = http.get("/v1/jobs")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    backend.audit.flush(everything=True)
+    with backend.store.read() as conn:
+        rows = conn.execute(text("SELECT COUNT(*) FROM audit WHERE source = 'api:anonymous'")).scalar_one()
+        [event] = [e for e in audit.query(conn) if e["event"] == "api-requests-anonymous"]
+    assert rows == 1
+    assert event["details"]["count"] == 501 and event["details"]["statuses"] == {"401": 50, "429": 451}
 
 
 def test_non_finite_numbers_are_refused_before_anything_is_recorded(tmp_path: Path) -> None:

@@ -138,6 +138,8 @@ def start_api(project: Project, config: str, **env: str) -> tuple[str, DaemonPro
             "ZENML_SCHEDULER_SHUTDOWN_GRACE": "1s",
             "ZENML_SCHEDULER_KILL_GRACE": "1s",
             "WEBHOOK_SECRET": SECRET,
+            # every request of these tests comes from 127.0.0.1: they test the per-key limits
+            "ZENML_SCHEDULER_API_CLIENT_RATE_LIMIT": "0",
             **env,
         },
     )
@@ -434,9 +436,8 @@ def test_refuses_a_non_loopback_address_without_keys(project: Project, stand_in:
 def test_idempotent_triggers_on_postgresql(project: Project, stand_in: dict[str, str], db_url: str) -> None:
     project.write_config("version: 1\njobs:\n  j:\n    pipeline: tinypipes.tiny:tiny_pipeline\n    every: 1h\n")
     key = create_key(project, "ci", "trigger")
-    daemon = project.start_daemon(
-        "--api", "--api-port", "0", "--db-url", db_url, env={**stand_in, "ZENML_SCHEDULER_API_RATE_LIMIT": "0"}
-    )
+    unlimited = {"ZENML_SCHEDULER_API_RATE_LIMIT": "0", "ZENML_SCHEDULER_API_CLIENT_RATE_LIMIT": "0"}
+    daemon = project.start_daemon("--api", "--api-port", "0", "--db-url", db_url, env={**stand_in, **unlimited})
     base = api_url(daemon)
     with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:
 

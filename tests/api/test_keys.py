@@ -79,3 +79,22 @@ def test_rate_zero_turns_the_limit_off() -> None:
     limiter = RateLimiter(rate=0, burst=1)
     assert not limiter.enabled
     assert all(limiter.take("a", 1.0) == 0.0 for _ in range(1000))
+
+
+def test_the_buckets_kept_are_bounded_and_a_spent_one_outlives_full_ones() -> None:
+    """One client sending from a million addresses must not grow the limiter without bound."""
+    limiter = RateLimiter(rate=1.0, burst=2, max_buckets=100)
+    limiter.take("spent", 0.0), limiter.take("spent", 0.0)
+    for n in range(10_000):
+        limiter.take(f"10.0.{n // 256}.{n % 256}", 0.0)
+        assert len(limiter._buckets) <= 100
+    limiter = RateLimiter(rate=1.0, burst=2, max_buckets=3)
+    limiter.take("spent", 0.0), limiter.take("spent", 0.0)
+    limiter.take("full-again", 0.0)
+    limiter.take("third", 0.0)
+    assert limiter.take("new", 5.0) == 0.0  # all three have refilled by now: they are dropped
+    assert limiter.take("spent", 5.0) == 0.0
+    limiter.take("spent", 5.0)
+    limiter.take("x", 5.0)
+    limiter.take("y", 5.0)  # "spent" is empty: the refilled ones go first
+    assert limiter.take("spent", 5.0) > 0
