@@ -42,9 +42,7 @@ def _with_count(message: str, held: int) -> str:
 class QuietLog:
     """Writes through `logger` at most once every `every_s` seconds."""
 
-    def __init__(
-        self, logger: logging.Logger, every_s: float, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, logger: logging.Logger, every_s: float, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self._throttle = _Throttle(every_s, monotonic)
 

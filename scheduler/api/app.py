@@ -6,19 +6,18 @@ the key) and counted in `api_requests_total`; `ApiGuard` does both for all route
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from scheduler.api.backend import ApiBackend
+from scheduler.api.bodies import PauseRequest, RunRequest, TutorialRequest
 from scheduler.api.guard import ApiGuard, refuse
 from scheduler.api.keys import KeyRing
 from scheduler.api.overrides import OverrideError, Overrides, resolve_overrides
@@ -32,56 +31,6 @@ from scheduler.policy.fire_request import ACTIVE_STATUSES, FINAL_STATUSES
 
 STATUSES = (*ACTIVE_STATUSES, *FINAL_STATUSES)
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # visible ASCII: it becomes part of the run key
-
-
-def _finite(values: dict[str, Any]) -> dict[str, Any]:
-    """Refuse NaN and infinities (JSON allows neither; Python's parser reads NaN, Infinity and 1e999)
-    before anything is recorded: no run can use them, and no response could show them."""
-
-    def walk(value: Any, where: str) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{where}: {value} is not a finite number")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{where}.{key}")
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                walk(item, f"{where}[{index}]")
-
-    for key, item in values.items():
-        walk(item, str(key))
-    return values
-
-
-Values = Annotated[dict[str, Any], AfterValidator(_finite)]
-
-
-class StepOverride(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    parameters: Values = {}
-
-
-class RunRequest(BaseModel):
-    """The shape ZenML uses for run configurations; only the job's `api.overridable` keys may be set."""
-
-    model_config = ConfigDict(extra="forbid")
-    parameters: Values = {}
-    steps: dict[str, StepOverride] = {}
-
-
-class TutorialRequest(BaseModel):
-    """The request body of the ZenML tutorial's `/trigger` wrapper."""
-
-    model_config = ConfigDict(extra="forbid")
-    pipeline_name: str = Field(min_length=1, max_length=200)
-    steps: dict[str, StepOverride] = {}
-    parameters: Values = {}
-    config_path: str | None = Field(None, description="Not supported: configuration comes from schedules.yaml.")
-
-
-class PauseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(None, max_length=500)
 
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")

@@ -98,6 +98,10 @@ def _char_at(text: str, line: int, column: int) -> str:
     return lines[line - 1][column - 1 : column] if 0 < line <= len(lines) else ""
 
 
+def _tag_name(tag: str) -> str:
+    return {"timestamp": "date and time", "int": "whole number", "float": "number"}.get(tag.rsplit(":", 1)[-1], tag)
+
+
 def _position(node: yaml.Node) -> Position:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -175,7 +179,16 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        value = self.constructor.construct_object(node)
+        try:
+            value = self.constructor.construct_object(node)
+        except (ValueError, OverflowError, yaml.constructor.ConstructorError) as exc:
+            # PyYAML reads 2027-0-01 as a timestamp and fails building it; a 5000-digit number
+            # passes Python's limit on int digits
+            line, column = _position(node)
+            shown = node.value if len(node.value) <= 40 else f"{node.value[:40]}... ({len(node.value)} characters)"
+            message = f"{shown!r} cannot be read as a {_tag_name(node.tag)}: {str(exc).split(';')[0]}"
+            self.problems.append(Problem(self.source.file, line, column, message))
+            return None
         if isinstance(value, float) and not math.isfinite(value):
             line, column = _position(node)
             message = f"{node.value!r} is not a finite number; give a real value"
