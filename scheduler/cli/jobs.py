@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from scheduler.cli import exit_codes, options
 from scheduler.cli.text_table import render_table
-from scheduler.config.loader import load_config
 from scheduler.config.model import Job
 from scheduler.config.settings import Settings
 from scheduler.config.watch_spec import templated_keys
@@ -34,7 +33,7 @@ from scheduler.timing.triggers import fire_times
 @options.json_option
 def list_jobs(settings: Settings, as_json: bool) -> None:
     """Jobs, their trigger, next fire time and state."""
-    config = load_config(settings.config, settings.config_max_bytes)
+    config = options.config_of(settings)
     now = utcnow()
     with options.state(settings).read() as conn:
         stored = {row.name: row for row in conn.execute(select(jobs))}
@@ -84,9 +83,9 @@ def list_jobs(settings: Settings, as_json: bool) -> None:
 @options.json_option
 def next_fires(settings: Settings, job_names: tuple[str, ...], count: int, after: str | None, as_json: bool) -> None:
     """The next N fire times of the named jobs (all jobs when none are named)."""
-    config = load_config(settings.config, settings.config_max_bytes)
+    config = options.config_of(settings)
     for name in job_names:
-        options.job_or_fail(config, name)
+        options.job_or_fail(settings, config, name)
     start = utcnow()
     if after is not None:
         try:
@@ -144,8 +143,8 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @options.json_option
 def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, no_check: bool, as_json: bool) -> None:
     """Run JOB now, through the running daemon."""
-    config = load_config(settings.config, settings.config_max_bytes)
-    options.job_or_fail(config, job)
+    config = options.config_of(settings)
+    options.job_or_fail(settings, config, job)
     overrides = _parse_params(params)
     missing = [key for key in templated_keys(config.jobs[job].spec.parameters) if key not in overrides]
     if missing:
@@ -192,8 +191,8 @@ def _wait_for(store: Store, run_key: str) -> Any:
 
 
 def _set_paused(settings: Settings, job: str, paused: bool) -> None:
-    config = load_config(settings.config, settings.config_max_bytes)
-    options.job_or_fail(config, job)
+    config = options.config_of(settings)
+    options.job_or_fail(settings, config, job)
     with options.state(settings).write() as conn:
         if not inbox.set_paused(conn, job, paused, options.source(), utcnow()):
             raise NotFoundError(f"job {job!r} is not in the state database yet; start the daemon once first")

@@ -8,16 +8,21 @@ import getpass
 import json
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import select
 
+from scheduler.config.loader import load_config
 from scheduler.config.model import Config
 from scheduler.config.settings import Settings, load_settings
 from scheduler.daemon.lease import current_holder
 from scheduler.errors import DaemonNotRunningError, NotFoundError
 from scheduler.store.engine import Store, masked_url, open_store
+from scheduler.store.schema import jobs
 from scheduler.timing.clock import utcnow
 
 
@@ -67,10 +72,59 @@ def state(settings: Settings) -> Store:
     return open_store(settings.resolved_db_url)
 
 
-def job_or_fail(config: Config, name: str) -> None:
+def config_of(settings: Settings, path: Path | None = None) -> Config:
+    """schedules.yaml (or `path`) as every command reads it: within the size limit, and with watch
+    jobs kept out of the places the daemon writes."""
+    return load_config(path or settings.config, settings.config_max_bytes, settings.state_paths)
+
+
+# One rule for a job named on the command line, whichever command names it: a job neither in
+# schedules.yaml nor in the state database is not found (exit 4) with the same message. A job
+# only the database knows (removed from the file) still has its record (`history`, `audit`,
+# `status`), but nothing can be scheduled, triggered or paused for it any more.
+
+
+def job_or_fail(settings: Settings, config: Config, name: str) -> None:
+    """For commands that act on a job's definition: `name` must be a job in schedules.yaml."""
+    if name in config.jobs:
+        return
+    _not_found(config, name, stored_job(state(settings), name))
+
+
+def recorded_job_or_fail(settings: Settings, store: Store, name: str) -> None:
+    """For commands that read a job's record: `name` is a job in the state database (also one
+    removed from the file since), or one in schedules.yaml (with no record yet)."""
+    found = stored_job(store, name)
+    if found is not None:
+        return
+    config = config_of(settings)  # only now: the record of a known job never depends on the file
     if name not in config.jobs:
-        known = ", ".join(sorted(config.jobs)) or "(none)"
-        raise NotFoundError(f"no job named {name!r} in {config.path}; jobs: {known}")
+        _not_found(config, name, None)
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    name: str
+    removed_at: datetime | None  # None: still in the config the daemon last applied
+
+
+def stored_job(store: Store, name: str) -> StoredJob | None:
+    """The state database's row of job `name`, or None for a job it never had."""
+    with store.read() as conn:
+        row = conn.execute(select(jobs.c.removed_at).where(jobs.c.name == name)).first()
+    return None if row is None else StoredJob(name, row.removed_at)
+
+
+def _not_found(config: Config, name: str, stored: StoredJob | None) -> None:
+    if stored is not None:
+        removed_at = stored.removed_at
+        since = f" (removed {removed_at.isoformat(timespec='seconds')})" if removed_at else ""
+        raise NotFoundError(
+            f"job {name!r} is no longer in {config.path}{since}; its record stays: "
+            f"`zenml-scheduler history --job {name}`, `zenml-scheduler audit --job {name}`"
+        )
+    known = ", ".join(sorted(config.jobs)) or "(none)"
+    raise NotFoundError(f"no job named {name!r} in {config.path} or in the state database; jobs: {known}")
 
 
 def require_daemon(settings: Settings, store: Store) -> None:

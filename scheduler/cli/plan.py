@@ -13,9 +13,10 @@ from sqlalchemy import select
 from scheduler.cli import exit_codes, options
 from scheduler.config.model import Config, Job
 from scheduler.config.settings import Settings
+from scheduler.errors import Problem
 from scheduler.policy.catch_up import plan_catch_up
 from scheduler.policy.decide import policy_of
-from scheduler.policy.reload_diff import Diff, diff_jobs
+from scheduler.policy.reload_diff import Diff, diff_jobs, emptying_problem
 from scheduler.store import inbox
 from scheduler.store.catalog import stored_specs
 from scheduler.store.schema import jobs
@@ -58,6 +59,19 @@ def build_plan(config: Config, stored: dict[str, dict[str, Any]], rows: dict[str
     }
 
 
+def emptying_warning(config: Config, active: list[str], allow_empty: bool) -> Problem | None:
+    """A warning when `config` has no jobs and applying it would remove every active one: what a
+    daemon rejects (a bare `jobs:`), or what it would do (`jobs: {}`, or allow_empty)."""
+    if config.jobs or not active:
+        return None
+    refused = emptying_problem(config, active, allow_empty)
+    if refused is not None:
+        message = f"{refused.message}; a running daemon rejects this file and keeps its jobs"
+    else:
+        message = f"applying this file removes every job: all {len(active)} active job(s)"
+    return config.source.problem(("jobs",), message, key=True, severity="warning")
+
+
 def render_plan(plan: dict[str, Any]) -> str:
     lines = []
     for name in plan["added"]:
@@ -97,6 +111,10 @@ def plan(settings: Settings, file: str | None, no_pipelines: bool, detailed_exit
         stored = stored_specs(conn)
         rows = {row.name: row for row in conn.execute(select(jobs).where(jobs.c.removed_at.is_(None)))}
     result = build_plan(config, stored, rows, utcnow(), timedelta(seconds=settings.misfire_grace))
+    warning = emptying_warning(config, sorted(stored), settings.allow_empty)
+    result["warnings"] = [str(warning)] if warning is not None else []
+    if warning is not None:
+        click.echo(str(warning), err=True)
     click.echo(json.dumps(result, indent=2) if as_json else render_plan(result))
     if detailed_exitcode and (result["added"] or result["changed"] or result["removed"]):
         raise SystemExit(exit_codes.CHANGES_PENDING)

@@ -24,12 +24,14 @@ from scheduler.store.schema import runs
 @options.json_option
 def history(settings: Settings, job: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Runs, newest first."""
+    store = options.state(settings)
     stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
-    if job:
+    if job is not None:
+        options.recorded_job_or_fail(settings, store, job)
         stmt = stmt.where(runs.c.job == job)
     if status:
         stmt = stmt.where(runs.c.status == status)
-    with options.state(settings).read() as conn:
+    with store.read() as conn:
         rows = [run_dict(r) for r in conn.execute(stmt)]
     if as_json:
         options.emit(rows)
@@ -65,7 +67,10 @@ def audit_cmd(ctx: click.Context, settings: Settings, job: str | None, limit: in
     ctx.obj = settings
     if ctx.invoked_subcommand is not None:
         return
-    with options.state(settings).read() as conn:
+    store = options.state(settings)
+    if job is not None:
+        options.recorded_job_or_fail(settings, store, job)
+    with store.read() as conn:
         events = audit_trail.query(conn, job, limit)
     if as_json:
         options.emit(events)

@@ -12,15 +12,15 @@ import click
 
 from scheduler.cli import options
 from scheduler.cli.text_table import render_table
-from scheduler.config.loader import load_config
 from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.daemon.lease import current_holder
 from scheduler.daemon.logs import setup_logging
 from scheduler.errors import ConfigError, LeaseHeldError, Problem
+from scheduler.policy.reload_diff import emptying_problem
 from scheduler.runs.preflight import checked_config
-from scheduler.store.catalog import record_rejected_config
-from scheduler.store.engine import masked_url
+from scheduler.store.catalog import active_jobs, record_rejected_config
+from scheduler.store.engine import Store, masked_url
 from scheduler.timing.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def load_checked(settings: Settings, path: Path | None = None, check: bool = Tru
     """The config at `path`, with its pipelines checked in a child and their descriptions attached
     (`Config.pipelines`, used to type-check API overrides); ConfigError lists every problem.
     Without `check` the config carries no descriptions."""
-    config = load_config(path or settings.config, settings.config_max_bytes)
+    config = options.config_of(settings, path)
     if check:
         config = checked_config(config, settings.python, timeout=settings.pipeline_check_timeout)
     return config
@@ -47,6 +47,16 @@ def missing_folders(config: Config) -> list[Problem]:
         for name, job in config.jobs.items()
         if job.watch_root is not None and not job.watch_root.is_dir()
     ]
+
+
+def refuse_emptying(store: Store, config: Config, allow_empty: bool) -> None:
+    """Raise ConfigError when starting on `config` would remove every job the database has active."""
+    if config.jobs:
+        return
+    with store.read() as conn:
+        problem = emptying_problem(config, active_jobs(conn), allow_empty)
+    if problem is not None:
+        raise ConfigError([problem])
 
 
 STARTUP_ROWS = 50
@@ -96,10 +106,16 @@ def validate(settings: Settings, file: str | None, no_pipelines: bool) -> None:
 @click.option("--api-host", default=None, help="API address [default 127.0.0.1; others need API keys]")
 @click.option("--api-port", type=int, default=None, help="API port [default 8765; 0 = any free port]")
 @click.option("--no-check-pipelines", is_flag=True, help="Skip importing pipelines at start (not recommended).")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Apply a config without jobs even when it removes every job [env ZENML_SCHEDULER_ALLOW_EMPTY]",
+)
 @options.common
 def run(
     settings: Settings,
     no_check_pipelines: bool,
+    allow_empty: bool,
     **flags: str | int | None,
 ) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
@@ -107,7 +123,8 @@ def run(
     from scheduler.daemon.loop import Daemon
     from scheduler.daemon.open_files import check_connection_room, raise_open_files_limit
 
-    settings = load_settings(**{**settings.model_dump(exclude_unset=True), **flags})
+    given = {**flags, "allow_empty": True if allow_empty else None}  # not given: the environment decides
+    settings = load_settings(**{**settings.model_dump(exclude_unset=True), **given})
     setup_logging(settings.log_format, settings.log_level)
     open_files = raise_open_files_limit()
     if settings.api_enabled:
@@ -119,6 +136,7 @@ def run(
         raise LeaseHeldError(f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}")
     try:
         config = load_checked(settings, check=not no_check_pipelines)
+        refuse_emptying(store, config, settings.allow_empty)
     except ConfigError as exc:
         with store.write() as conn:
             record_rejected_config(conn, settings.config, exc.problems, utcnow(), "daemon")

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from scheduler.cli import options
 from scheduler.cli.text_table import render_table
-from scheduler.config.loader import load_config
 from scheduler.config.settings import Settings
 from scheduler.errors import NotFoundError
 from scheduler.store.engine import Store
@@ -62,10 +61,10 @@ def job_status(store: Store, names: list[str]) -> list[dict[str, Any]]:
 @options.json_option
 def status(settings: Settings, job: str | None, as_json: bool) -> None:
     """Dispatch state per job: last result, failures, errors, runs active."""
-    config = load_config(settings.config, settings.config_max_bytes)
+    store = options.state(settings)
     if job is not None:
-        options.job_or_fail(config, job)
-    items = job_status(options.state(settings), [job] if job else list(config.jobs))
+        options.recorded_job_or_fail(settings, store, job)  # also a job removed from the file: its last state
+    items = job_status(store, [job] if job else list(options.config_of(settings).jobs))
     if as_json:
         click.echo(json.dumps(items if job is None else items[0], indent=2))
         return
@@ -84,8 +83,7 @@ def status(settings: Settings, job: str | None, as_json: bool) -> None:
 @options.common
 def clear(settings: Settings, job: str) -> None:
     """Reset JOB's failure count and error state (audited); a paused job stays paused."""
-    config = load_config(settings.config, settings.config_max_bytes)
-    options.job_or_fail(config, job)
+    options.job_or_fail(settings, options.config_of(settings), job)
     with options.state(settings).write() as conn:
         if not clear_errors(conn, job, options.source(), utcnow()):
             raise NotFoundError(f"job {job!r} is not in the state database yet; start the daemon once first")

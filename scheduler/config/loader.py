@@ -1,8 +1,10 @@
 """schedules.yaml: the strict models and the loader that reports every problem as file:line:col.
 
-The loader is pure apart from reading the file: it returns a `Config` whose jobs carry their
-parsed trigger, or raises `ConfigError` listing everything wrong. Pipelines are not imported
-here (that needs ZenML, which only child processes load); see `scheduler.runs.preflight`.
+The loader is pure apart from reading the file (and, for watch jobs, resolving their folders
+and reading the mount table, see `scheduler.config.watch_roots`): it returns a `Config` whose
+jobs carry their parsed trigger, or raises `ConfigError` listing everything wrong. Pipelines are
+not imported here (that needs ZenML, which only child processes load); see
+`scheduler.runs.preflight`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from scheduler import tuning
 from scheduler.config.job_spec import JobSpec
 from scheduler.config.model import Config, Job
+from scheduler.config.watch_roots import StatePaths, WatchRoots
 from scheduler.config.watch_spec import template_problems, templated_paths
 from scheduler.config.yaml_source import SourceMap, load_yaml
 from scheduler.errors import ConfigError, Problem
@@ -34,8 +37,9 @@ TRIGGER_KEYS = ("cron", "every", "at", "watch")
 SUPPORTED_VERSION = 1
 
 
-def load_config(path: Path | str, max_bytes: int = tuning.CONFIG_MAX_BYTES) -> Config:
-    """Read and validate schedules.yaml; raise ConfigError with every problem found."""
+def load_config(path: Path | str, max_bytes: int = tuning.CONFIG_MAX_BYTES, state: StatePaths | None = None) -> Config:
+    """Read and validate schedules.yaml; raise ConfigError with every problem found. With `state`
+    (where the daemon writes), watch jobs may not watch those places."""
     path = Path(path)
     display = str(path)
     try:
@@ -56,10 +60,10 @@ def load_config(path: Path | str, max_bytes: int = tuning.CONFIG_MAX_BYTES) -> C
         byte = raw[exc.start : exc.start + 1].hex()
         message = f"not UTF-8 text: byte 0x{byte} cannot be decoded ({exc.reason}); save the file as UTF-8"
         raise ConfigError([Problem(display, line, column, message)]) from None
-    return parse_config(text, path, revision=hashlib.sha256(raw).hexdigest()[:12])
+    return parse_config(text, path, revision=hashlib.sha256(raw).hexdigest()[:12], state=state)
 
 
-def parse_config(text: str, path: Path, revision: str) -> Config:
+def parse_config(text: str, path: Path, revision: str, state: StatePaths | None = None) -> Config:
     data, source = load_yaml(text, str(path))
     problems: list[Problem] = []
     if not isinstance(data, dict):
@@ -90,13 +94,16 @@ def parse_config(text: str, path: Path, revision: str) -> Config:
         problems.append(source.problem(("jobs",), "jobs must be a mapping of job name to job"))
         jobs_raw = {}
     jobs: dict[str, Job] = {}
+    roots = WatchRoots(state)
     for name, raw_job in jobs_raw.items():
-        job = _build_job(str(name), raw_job, defaults, source, problems, path.resolve().parent)
+        job = _build_job(str(name), raw_job, defaults, source, problems, path.resolve().parent, roots)
         if job is not None:
             jobs[job.name] = job
     if problems:
         raise ConfigError(sorted(set(problems), key=lambda p: (p.line, p.column, p.message)))
-    return Config(path=path, revision=revision, jobs=jobs, source=source)
+    # `jobs: {}` says "no jobs" on purpose; a bare `jobs:` (null) is as likely a save gone wrong.
+    emptied = isinstance(data.get("jobs"), dict) and not data["jobs"]
+    return Config(path=path, revision=revision, jobs=jobs, source=source, empty_on_purpose=emptied)
 
 
 def _unknown_field(key: str) -> str:
@@ -104,7 +111,13 @@ def _unknown_field(key: str) -> str:
 
 
 def _build_job(
-    name: str, raw: Any, defaults: dict[str, Any], source: SourceMap, problems: list[Problem], base: Path
+    name: str,
+    raw: Any,
+    defaults: dict[str, Any],
+    source: SourceMap,
+    problems: list[Problem],
+    base: Path,
+    roots: WatchRoots,
 ) -> Job | None:
     where: tuple[str, ...] = ("jobs", name)
     if not JOB_NAME.fullmatch(name):
@@ -180,6 +193,10 @@ def _build_job(
         if found:
             return None
         watch_root = Path(os.path.normpath(base / Path(spec.watch.path).expanduser()))
+        refused = roots.problem(watch_root, spec.watch.recursive)
+        if refused is not None:
+            problems.append(source.problem((*origin["watch"], "watch", "path"), refused))
+            return None
     return Job(name=name, spec=spec, trigger=trigger, watch_root=watch_root)
 
 

@@ -95,6 +95,9 @@ class Config:
     # What the pipeline check found out about each pipeline, by pipeline reference (the RESPONSE's
     # "pipelines" of `scheduler.child.check`); empty when the config was not checked.
     pipelines: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # The file says `jobs: {}`: no jobs, on purpose (a bare `jobs:` may be a save gone wrong; see
+    # `scheduler.policy.reload_diff.emptying_problem`).
+    empty_on_purpose: bool = False
 
     @property
     def project_root(self) -> Path:

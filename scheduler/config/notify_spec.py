@@ -54,6 +54,13 @@ class NotifyTarget(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            # Every delivery to such a URL would fail. The message never repeats what was written.
+            raise ValueError(
+                "the URL carries credentials (user:password@ before the host), which webhook URLs may not: "
+                "remove them. Deliveries authenticate with a header instead: set secret_env to the name of an "
+                "environment variable holding a shared secret, and the receiver checks the X-Signature header"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
         try:

@@ -8,7 +8,9 @@ or plain seconds.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -18,10 +20,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler import tuning
 from scheduler.config.stored_keys import StoredKey
+from scheduler.config.watch_roots import StatePaths
 from scheduler.errors import SettingsError
 from scheduler.timing.durations import parse_duration
 
 STATE_DIR_NAME = ".zenml-scheduler"
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+SQLITE_FILE = re.compile(r"sqlite(\+\w+)?:///(?P<path>[^?]+)")
 
 
 class Settings(BaseSettings):
@@ -49,6 +54,9 @@ class Settings(BaseSettings):
         tuning.CONFIG_MAX_BYTES,
         ge=1024,
         description="Largest schedules.yaml read, in bytes (a bigger file is refused).",
+    )
+    allow_empty: bool = Field(
+        False, description="Apply a config without jobs over a database with jobs, removing them all."
     )
     pipeline_check_timeout: float = Field(
         tuning.PIPELINE_CHECK_TIMEOUT_S,
@@ -93,6 +101,16 @@ class Settings(BaseSettings):
                 value = float(value)  # environment variables are strings: "5" means 5 seconds
         return parse_duration(value)
 
+    @field_validator("api_host")
+    @classmethod
+    def _api_host(cls, value: str) -> str:
+        if not valid_host(value):
+            hint = " (write an IPv6 address without brackets, e.g. ::1)" if value.startswith("[") else ""
+            raise ValueError(
+                f"{value!r} is not a valid host name or IP address{hint}; e.g. 127.0.0.1, 0.0.0.0, ::1, api.example.com"
+            )
+        return value
+
     @property
     def project_root(self) -> Path:
         return self.config.resolve().parent
@@ -109,6 +127,26 @@ class Settings(BaseSettings):
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{self.resolved_state_dir / 'state.db'}"
 
+    @property
+    def state_paths(self) -> StatePaths:
+        """Where the daemon writes (run logs, the database), which watch jobs must stay out of."""
+        found = SQLITE_FILE.fullmatch(self.resolved_db_url)
+        database = Path(found["path"]) if found else None
+        return StatePaths(self.resolved_state_dir, database)
+
+
+def valid_host(host: str) -> bool:
+    """An IPv4 or IPv6 address, or a host name of dot-separated labels (letters, digits, inner
+    hyphens; RFC 1123) whose last label is not a number (so 999.1.1.1 is a bad address, not a name)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    return 0 < len(name) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from flags (`overrides`, None meaning "not given"), environment, .env, defaults."""
@@ -120,5 +158,6 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
             env_name = f"ZENML_SCHEDULER_{name.upper()}"
-            lines.append(f"setting {name} ({env_name}): {error['msg']}")
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"setting {name} ({env_name}): {message}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

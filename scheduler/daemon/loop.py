@@ -79,7 +79,9 @@ class Daemon:
         self.signals = SignalFlags()
         self.notifier = Notifier(env)
         reloader = shell.reloader(settings, config, check_pipelines)
-        self.follower = ConfigFollower(config, reloader, store, self.notifier, shell.monotonic)
+        self.follower = ConfigFollower(
+            config, reloader, store, self.notifier, shell.monotonic, allow_empty=settings.allow_empty
+        )
         self.watchers = shell.watchers(store, self.handover.put)
         self.services = shell.services(self)  # the API's port is bound in start(), once the lease is ours
         self.next_fires: dict[str, datetime | None] = {}

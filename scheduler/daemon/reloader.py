@@ -17,6 +17,7 @@ from pathlib import Path
 from scheduler import tuning
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config
+from scheduler.config.watch_roots import StatePaths
 from scheduler.errors import ConfigError, Problem, SchedulerError
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Reloader:
         check_timeout: float = tuning.PIPELINE_CHECK_TIMEOUT_S,
         *,
         max_bytes: int = tuning.CONFIG_MAX_BYTES,
+        state: StatePaths | None = None,
         check: Check | None = None,
         spawn: Callable[[Callable[[], None]], None] = _start_thread,
     ) -> None:
@@ -52,6 +54,7 @@ class Reloader:
         self.check_timeout = check_timeout
         self.spawn = spawn
         self.max_bytes = max_bytes
+        self.state = state
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._busy = threading.Event()
         self._again: str | None = None
@@ -78,7 +81,7 @@ class Reloader:
     def _load(self, reason: str) -> None:
         outcome: Config | ConfigError
         try:
-            config = load_config(self.path, self.max_bytes)
+            config = load_config(self.path, self.max_bytes, self.state)
             outcome = config if self.check is None else self.check(config)  # checked: with pipeline descriptions
         except ConfigError as exc:
             outcome = exc

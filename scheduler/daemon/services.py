@@ -8,6 +8,7 @@ the API is enabled, so a daemon without it stays as small as before.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,15 @@ class Services:
         health: Callable[[], Mapping[str, bool]],
         subscribers: list[Subscriber],
     ) -> None:
+        s = self.settings
+        # The host's own validity first (settings checked its spelling): a name that does not
+        # resolve would otherwise count as "not loopback" and be refused for want of API keys.
+        try:
+            socket.getaddrinfo(s.api_host, None)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot serve the API on {s.api_host}: the host name does not resolve ({exc.strerror})"
+            ) from None
         from scheduler.api.app import build_app
         from scheduler.api.backend import ApiBackend
         from scheduler.api.keys import KeyRing
@@ -60,7 +70,6 @@ class Services:
         from scheduler.api.server import ApiServer, is_loopback
         from scheduler.feed.metrics import Metrics
 
-        s = self.settings
         keys = KeyRing(s.api_keys, s.resolved_api_keys_file)
         if not keys.keys and not is_loopback(s.api_host):
             raise SettingsError(

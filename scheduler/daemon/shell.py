@@ -38,7 +38,7 @@ def real_services(daemon: Daemon) -> Services:
 def real_reloader(settings: Settings, config: Config, check_pipelines: bool) -> Reloader:
     return Reloader(
         config.path, settings.python, check_pipelines, settings.pipeline_check_timeout,
-        max_bytes=settings.config_max_bytes,
+        max_bytes=settings.config_max_bytes, state=settings.state_paths,
     )  # fmt: skip
 
 

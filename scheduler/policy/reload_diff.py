@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler.config.model import Config
+from scheduler.errors import Problem
+
 
 @dataclass(frozen=True)
 class JobChange:
@@ -58,3 +61,21 @@ def retime_needed(change: JobChange) -> bool:
 def trigger_changed(change: JobChange) -> bool:
     """A changed trigger or timezone means the old slot grid no longer applies."""
     return any(key in change.fields for key in SLOT_GRID_FIELDS)
+
+
+def emptying_problem(config: Config, active: list[str], allow_empty: bool) -> Problem | None:
+    """Why `config` may not be applied over the `active` jobs of the state database, or None.
+
+    A file without jobs over a database that runs some would remove every one of them; one bad
+    save (an editor emptying the file, `jobs:` left with everything under it commented out)
+    must not do that silently. `jobs: {}` says it on purpose, and so does `allow_empty`."""
+    if config.jobs or not active or config.empty_on_purpose or allow_empty:
+        return None
+    shown = ", ".join(active[:5]) + (f" and {len(active) - 5} more" if len(active) > 5 else "")
+    return config.source.problem(
+        ("jobs",),
+        f"the file has no jobs: applying it would remove all {len(active)} active job(s) ({shown}); "
+        "to remove every job on purpose write `jobs: {}`, or run the daemon with --allow-empty "
+        "(ZENML_SCHEDULER_ALLOW_EMPTY=true)",
+        key=True,
+    )

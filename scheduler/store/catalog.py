@@ -27,6 +27,12 @@ def stored_specs(conn: Connection) -> dict[str, dict[str, Any]]:
     return {row.name: json.loads(row.spec_json) for row in rows}
 
 
+def active_jobs(conn: Connection) -> list[str]:
+    """The jobs of the config last applied (not removed), by name."""
+    rows = conn.execute(select(jobs.c.name).where(jobs.c.removed_at.is_(None)).order_by(jobs.c.name))
+    return [row.name for row in rows]
+
+
 def apply_config(conn: Connection, config: Config, now: datetime, source: str) -> Diff:
     """Write the diff between `config` and the job table, audited; unchanged jobs keep their state."""
     diff = diff_jobs({name: job.spec_dict() for name, job in config.jobs.items()}, stored_specs(conn))

@@ -111,3 +111,19 @@ def test_history_and_audit_on_an_empty_database(project: Project) -> None:
     assert json.loads(project.cli("audit", "--json").stdout) == []
     verify = project.cli("audit", "verify", "--json")
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] is True
+
+
+def test_a_bad_api_host_is_refused_for_what_it_is(project: Project) -> None:
+    """Before, any bad host was refused "without API keys", as if it were merely not loopback."""
+    project.write_config("version: 1\njobs: {}\n")
+    cases = {
+        ("--api-host", "not a host"): "'not a host' is not a valid host name or IP address",
+        ("--api-host", "no-such-host.invalid"): "cannot serve the API on no-such-host.invalid: the host name does not",
+    }
+    for args, message in cases.items():
+        result = project.cli("run", "--api", "--api-port", "0", "--no-check-pipelines", *args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert "API key" not in result.stderr and "Traceback" not in result.stderr
+    project.env["ZENML_SCHEDULER_API_HOST"] = "not a host"
+    from_env = project.cli("run", "--no-check-pipelines")
+    assert from_env.returncode == 2 and "api_host (ZENML_SCHEDULER_API_HOST): 'not a host' is not" in from_env.stderr

@@ -3,15 +3,22 @@ meaning each, and never a traceback."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from scheduler.cli.exit_codes import CHANGES_PENDING, DAEMON_STATE, FAILURE, INVALID, MEANINGS, NOT_FOUND, OK
 from scheduler.cli.main import main
+from scheduler.config.loader import load_config
+from scheduler.policy.fire_request import FireRequest
+from scheduler.store.catalog import apply_config
+from scheduler.store.engine import open_store
+from scheduler.store.fires import fire
 from tests.harness import REPO, Project, wait_for
 
 CONFIG = (
@@ -128,3 +135,51 @@ def test_a_pipeline_check_that_hangs_is_a_failure_with_a_message(project: Projec
     project.env["ZENML_SCHEDULER_PYTHON"] = str(tmp_path / "no-such-python")
     missing = project.cli("validate")
     assert missing.returncode == INVALID and "cannot start the pipeline check" in missing.stderr
+
+
+def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], project: Project,
+              *args: str) -> tuple[int, str, str]:  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["zenml-scheduler", *args, "--config", str(project.config)])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    out, err = capsys.readouterr()
+    return int(ended.value.code or 0), out, err
+
+
+def test_one_rule_for_unknown_jobs_across_commands(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job neither in schedules.yaml nor in the state database is not found (4), with one
+    message, whichever command names it; a job removed from the file keeps its record."""
+    now = datetime.now(timezone.utc)
+    project.write_config(CONFIG + "  gone: {pipeline: fake.pipe:line, cron: '0 0 1 1 *'}\n")
+    monkeypatch.chdir(project.root)
+    project.db_path.parent.mkdir()
+    store = open_store(f"sqlite:///{project.db_path}")
+    with store.write() as conn:  # what a daemon running that file left: a run of `gone`
+        apply_config(conn, load_config(project.config), now, "daemon")
+        fire(conn, [FireRequest("gone", "manual", "gone@manual:x", "cli:test")], load_config(project.config), now,
+             timedelta(minutes=10))  # fmt: skip
+    project.write_config(CONFIG)
+    with store.write() as conn:
+        apply_config(conn, load_config(project.config), now, "reload")  # `gone` is removed from the file
+    store.close()
+    unknown = f"error: no job named 'nosuch' in {project.config} or in the state database; jobs: failing, ok\n"
+    for args in (["history", "--job", "nosuch"], ["audit", "--job", "nosuch"], ["status", "nosuch"],
+                 ["next", "nosuch"], ["next", "ok", "nosuch"], ["pause", "nosuch"], ["resume", "nosuch"],
+                 ["trigger", "nosuch"], ["clear-errors", "nosuch"]):  # fmt: skip
+        assert _run_main(monkeypatch, capsys, project, *args) == (NOT_FOUND, "", unknown), args
+    code, out, _ = _run_main(monkeypatch, capsys, project, "history", "--job", "gone", "--json")
+    assert code == OK and [run["run_key"] for run in json.loads(out)] == ["gone@manual:x"]
+    code, out, _ = _run_main(monkeypatch, capsys, project, "audit", "--job", "gone", "--json")
+    assert code == OK and [e["event"] for e in json.loads(out)] == ["job-added", "fire", "job-removed"]
+    code, out, _ = _run_main(monkeypatch, capsys, project, "status", "gone", "--json")
+    assert code == OK and json.loads(out)["job"] == "gone" and json.loads(out)["queued"] == 1
+    code, out, _ = _run_main(monkeypatch, capsys, project, "history", "--job", "ok")  # in the file, no runs yet
+    assert code == OK
+    for args in (["next", "gone"], ["pause", "gone"], ["trigger", "gone"], ["clear-errors", "gone"]):
+        code, out, err = _run_main(monkeypatch, capsys, project, *args)
+        assert code == NOT_FOUND and err.startswith(f"error: job 'gone' is no longer in {project.config} (removed "), (
+            err
+        )
+        assert "zenml-scheduler history --job gone" in err

@@ -143,6 +143,22 @@ jobs:
     ]
 
 
+@pytest.mark.parametrize("userinfo", ["ops:hunter2@", "hunter2@", ":hunter2@", "ops:@"])
+def test_credentials_in_the_url_are_refused_without_repeating_them(tmp_path: Path, userinfo: str) -> None:
+    """urllib cannot send user:password@ URLs: every delivery to one used to fail, one by one."""
+    text = (
+        "version: 1\njobs:\n  a:\n    pipeline: x.y:z\n    every: 1m\n    notify:\n"
+        f"      - url: https://{userinfo}hooks.example.com/zenml\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    [problem] = info.value.problems
+    assert (problem.line, problem.column) == (7, 14)
+    assert problem.message.startswith("notify.0.url: the URL carries credentials (user:password@ before the host)")
+    assert "secret_env" in problem.message and "X-Signature" in problem.message
+    assert "hunter2" not in str(info.value) and "ops" not in str(info.value)
+
+
 def test_the_url_is_not_stored_or_shown(tmp_path: Path) -> None:
     """The stored/audited spec and reprs carry the origin and a digest, never the token."""
     config = load(

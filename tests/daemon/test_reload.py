@@ -160,3 +160,66 @@ def test_a_hostile_file_saved_under_the_daemon_is_rejected_and_the_daemon_lives_
     metrics = project.cli("health", "--json")
     assert metrics.returncode == 0
     assert daemon.stop() == 0
+
+
+EMPTY = "version: 1\njobs:\n"  # a save gone wrong: `jobs:` with nothing (null) under it
+EMPTY_ON_PURPOSE = "version: 1\njobs: {}\n"
+
+
+def rejections(project: Project) -> list[tuple[str, list[str]]]:
+    rows = project.query("SELECT source, details FROM audit WHERE event='config-rejected' ORDER BY id")
+    return [(r["source"], json.loads(r["details"])["problems"]) for r in rows]
+
+
+def test_a_save_without_jobs_is_rejected_and_jobs_empty_on_purpose_is_applied(
+    project: Project, stand_in: dict[str, str]
+) -> None:
+    project.write_config(BASE.format(extra=""))
+    daemon = start(project, stand_in)
+    project.write_config(EMPTY)
+    wait_for(lambda: rejections(project), 30, "the rejection")
+    [(source, [problem])] = rejections(project)
+    assert source == "reload" and problem.startswith(f"{project.config}:2:1: the file has no jobs: applying it ")
+    assert "remove all 4 active job(s) (change, drop, keep, tick)" in problem and "`jobs: {}`" in problem
+    mark = project.query("SELECT MAX(id) AS m FROM runs")[0]["m"] or 0
+    wait_for(lambda: project.query("SELECT 1 FROM runs WHERE job='tick' AND id > ?", mark), 30, "tick to keep firing")
+    assert reloads(project) == [] and daemon.process.poll() is None
+    # plan says so before anyone saves such a file
+    plan = project.cli("plan", "--no-pipelines")
+    assert plan.returncode == 0 and "Plan: 0 to add, 0 to change, 4 to remove." in plan.stdout
+    assert f"{project.config}:2:1: warning: the file has no jobs" in plan.stderr
+    assert "a running daemon rejects this file and keeps its jobs" in plan.stderr
+    assert json.loads(project.cli("plan", "--no-pipelines", "--json").stdout)["warnings"] == [plan.stderr.strip()]
+    project.env["ZENML_SCHEDULER_ALLOW_EMPTY"] = "true"
+    allowed = project.cli("plan", "--no-pipelines")
+    assert "warning: applying this file removes every job: all 4 active job(s)" in allowed.stderr
+    del project.env["ZENML_SCHEDULER_ALLOW_EMPTY"]
+    project.write_config(EMPTY_ON_PURPOSE)
+    [loaded] = wait_for(lambda: reloads(project), 30, "the reload of jobs: {}")
+    assert loaded["removed"] == ["change", "drop", "keep", "tick"] and len(rejections(project)) == 1
+    after = project.cli("plan", "--no-pipelines")
+    assert "No changes." in after.stdout and after.stderr == ""  # no job left to remove
+    assert daemon.stop() == 0
+
+
+def test_a_daemon_starts_on_a_file_without_jobs_over_active_jobs_only_with_allow_empty(
+    project: Project, stand_in: dict[str, str]
+) -> None:
+    project.write_config(BASE.format(extra=""))
+    assert start(project, stand_in).stop() == 0
+    project.write_config(EMPTY)
+    refused = project.start_daemon("--no-check-pipelines", env=stand_in)
+    assert refused.process.wait(timeout=60) == 2, refused.output
+    assert f"{project.config}:2:1: the file has no jobs" in refused.output and "Traceback" not in refused.output
+    assert [source for source, _ in rejections(project)] == ["daemon"]
+    assert len(project.query("SELECT 1 FROM jobs WHERE removed_at IS NULL")) == 4  # nothing was removed
+    daemon = project.start_daemon("--no-check-pipelines", "--allow-empty", env=stand_in)
+    loaded = wait_for(lambda: reloads(project, "daemon")[1:], 60, "the start on the empty file")
+    assert loaded[0]["removed"] == ["change", "drop", "keep", "tick"]
+    project.write_config(BASE.format(extra=""))
+    wait_for(lambda: reloads(project), 30, "the jobs back")
+    project.write_config(EMPTY)  # with --allow-empty a reload may empty the file too
+    wait_for(lambda: len(reloads(project)) == 2, 30, "the reload of the empty file")
+    assert reloads(project)[1]["removed"] == ["change", "drop", "keep", "tick"]
+    assert len(rejections(project)) == 1 and daemon.process.poll() is None
+    assert daemon.stop() == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config
@@ -20,7 +21,10 @@ from scheduler.daemon.reloader import Reloader
 from scheduler.daemon.sd_notify import Notifier
 from scheduler.errors import ConfigError
 from scheduler.store import audit
+from scheduler.store.catalog import apply_config
 from scheduler.store.engine import open_store
+from scheduler.store.migrations import migrate
+from tests.simulation.world import FaultyStore
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
 CONFIG = "version: 1\njobs:\n  a: {pipeline: x.y:z, every: 1m}\n"
@@ -96,3 +100,50 @@ def test_an_edit_made_while_a_load_finishes_is_loaded_too(tmp_path: Path) -> Non
     assert len(loads) == 1, "the second edit was left waiting for a result that never comes"
     loads.pop(0)()
     assert (reloader.result() or ("",))[0] == "file changed"
+
+
+def _emptying_follower(tmp_path: Path, allow_empty: bool = False) -> tuple[Path, FaultyStore, ConfigFollower]:
+    """A follower over a state database whose jobs came from CONFIG, as a daemon that ran it."""
+    path = tmp_path / "schedules.yaml"
+    path.write_text(CONFIG)
+    store = FaultyStore(f"sqlite:///{tmp_path / 'state.db'}")
+    with store.write(fenced=False) as conn:
+        migrate(conn)
+        apply_config(conn, load_config(path), NOW, "daemon")
+    reloader = Reloader(path, "python", False, spawn=lambda work: work())
+    follower = ConfigFollower(
+        load_config(path), reloader, store, Notifier({}), monotonic=lambda: 0.0, allow_empty=allow_empty
+    )
+    return path, store, follower
+
+
+def _rejections(store: FaultyStore) -> list[str]:
+    with store.read() as conn:
+        return [p for e in audit.query(conn) if e["event"] == "config-rejected" for p in e["details"]["problems"]]
+
+
+def test_a_file_without_jobs_is_rejected_over_active_jobs_unless_it_says_so(tmp_path: Path) -> None:
+    path, store, follower = _emptying_follower(tmp_path)
+    running = load_config(path)
+    path.write_text("version: 1\njobs:\n  # a: {pipeline: x.y:z, every: 1m}\n")  # everything commented out
+    follower.request("file changed")
+    store.armed = "before"  # the database is away as the rejection is recorded: the verdict waits
+    with pytest.raises(OperationalError):
+        follower.poll(NOW, running, lambda: "status")
+    assert not follower.idle
+    assert follower.poll(NOW, running, lambda: "status") is None
+    [problem] = _rejections(store)
+    assert problem.startswith(f"{path}:2:1: the file has no jobs: applying it would remove all 1 active job(s) (a)")
+    assert follower.idle
+    path.write_text("version: 1\njobs: {}\n")  # on purpose
+    follower.request("file changed")
+    verdict = follower.poll(NOW, running, lambda: "status")
+    assert verdict is not None and verdict[1].jobs == {} and len(_rejections(store)) == 1
+
+
+def test_allow_empty_applies_a_file_without_jobs(tmp_path: Path) -> None:
+    path, store, follower = _emptying_follower(tmp_path, allow_empty=True)
+    path.write_text("version: 1\njobs:\n")
+    follower.request("file changed")
+    verdict = follower.poll(NOW, load_config(path), lambda: "status")
+    assert verdict is not None and verdict[1].jobs == {} and _rejections(store) == []

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from scheduler.policy.reload_diff import diff_jobs, trigger_changed
+from scheduler.config.loader import parse_config
+from scheduler.policy.reload_diff import diff_jobs, emptying_problem, trigger_changed
 from scheduler.timing.durations import format_duration, parse_duration
 
 
 def spec(**fields: object) -> dict[str, object]:
     return {"pipeline": "a.b:c", "cron": None, "every": "1m", "timezone": "UTC", "parameters": {}, **fields}
+
+
+@pytest.mark.parametrize(
+    ("jobs", "refused"),
+    [("jobs:\n", True), ("jobs: ~\n", True), ("jobs:\n  # a: {pipeline: a.b:c, every: 1m}\n", True),
+     ("jobs: {}\n", False), ("jobs:\n  a: {pipeline: a.b:c, every: 1m}\n", False)],
+)  # fmt: skip
+def test_a_file_without_jobs_may_not_remove_every_active_job_unless_it_says_so(jobs: str, refused: bool) -> None:
+    config = parse_config("version: 1\n" + jobs, Path("/srv/schedules.yaml"), "rev")
+    active = ["a", "b", "c", "d", "e", "f", "g"]
+    problem = emptying_problem(config, active, allow_empty=False)
+    assert (problem is not None) is refused
+    if problem is not None:
+        assert (problem.line, problem.column) == (2, 1)  # at the jobs key
+        assert "would remove all 7 active job(s) (a, b, c, d, e and 2 more)" in problem.message
+        assert "`jobs: {}`" in problem.message and "--allow-empty" in problem.message
+    assert emptying_problem(config, active, allow_empty=True) is None
+    assert emptying_problem(config, [], allow_empty=False) is None  # nothing to remove: a first start
 
 
 def test_diff_classifies_every_job() -> None:

@@ -372,3 +372,34 @@ def test_a_failing_file_run_is_retried_under_its_run_key(project: Project, stand
     assert first["run_key"] == second["run_key"] and (first["attempt"], second["attempt"]) == (1, 2)
     assert first["parameters_json"] == second["parameters_json"]  # the retry scores the same file
     assert daemon.stop() == 0
+
+
+def test_a_watch_on_the_state_directory_is_refused_at_start_and_on_reload(
+    project: Project, stand_in: dict[str, str]
+) -> None:
+    """Such a watch once started 426 runs in 20 s: every run log and database write was a new file."""
+    (project.root / ".zenml-scheduler").mkdir()
+    configure(project, watch_job("itself", ".zenml-scheduler"))
+    checked = project.cli("validate", "--no-pipelines")
+    assert checked.returncode == 2 and f"{project.config}:5:19: watch.path " in checked.stderr, checked.stderr
+    assert "inside the state directory" in checked.stderr
+    configure(project, watch_job("above", ".", recursive=True))
+    above = project.cli("validate", "--no-pipelines")
+    assert above.returncode == 2 and "contains the state directory" in above.stderr, above.stderr
+    configure(project, watch_job("itself", ".zenml-scheduler"))
+    refused = project.start_daemon("--no-check-pipelines", env=stand_in)
+    assert refused.process.wait(timeout=60) == 2, refused.output
+    assert "inside the state directory" in refused.output and "Traceback" not in refused.output
+    (rejected,) = project.query("SELECT source, details FROM audit WHERE event='config-rejected'")
+    assert rejected["source"] == "daemon" and "inside the state directory" in rejected["details"]
+    # A reload is held to the same rule: the last good config keeps running.
+    (project.root / "incoming").mkdir()
+    configure(project, watch_job("files", "incoming", settle="300ms"))
+    daemon = start_watching(project, stand_in, "files")
+    configure(project, watch_job("files", ".zenml-scheduler/runs", settle="300ms", recursive=True))
+    wait_for(lambda: len(project.query("SELECT 1 FROM audit WHERE event='config-rejected'")) == 2, 30, "rejection")
+    (project.root / "incoming" / "a.csv").write_text("1\n")
+    wait_for(lambda: done(project, "files"), 20, "the run of incoming/a.csv: the old watch still applies")
+    time.sleep(1)
+    assert names(inputs(project, "files")) == {"a.csv": 1}  # the run's own log started nothing
+    assert daemon.stop() == 0
