@@ -21,6 +21,7 @@ from scheduler.config.model import Config
 from scheduler.config.settings import Settings, load_settings
 from scheduler.daemon.lease import current_holder
 from scheduler.errors import DaemonNotRunningError, NotFoundError
+from scheduler.store.audit_key import AuditKey, attach
 from scheduler.store.engine import Store, masked_url, open_store
 from scheduler.store.schema import jobs
 from scheduler.timing.clock import utcnow
@@ -69,7 +70,10 @@ def source() -> str:
 
 
 def state(settings: Settings) -> Store:
-    return open_store(settings.resolved_db_url)
+    """The state database, with the audit key every audit append of this process chains with."""
+    store = open_store(settings.resolved_db_url)
+    attach(store, AuditKey(settings.resolved_audit_key_file))
+    return store
 
 
 def config_of(settings: Settings, path: Path | None = None) -> Config:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds the pipeline check may take before it counts as hung.",
     )
+    audit_key_file: Path | None = Field(
+        None, description="Key file of the audit chain (HMAC); default state_dir/audit-key.json, made on first use."
+    )
     # The HTTP API (see the README's "HTTP API" section).
     api_enabled: bool = Field(False, description="Serve the HTTP API from the daemon.")
     api_host: str = Field("127.0.0.1", description="Address the API binds; non-loopback needs API keys.")
@@ -122,6 +125,10 @@ class Settings(BaseSettings):
     @property
     def resolved_api_keys_file(self) -> Path:
         return (self.api_keys_file or self.resolved_state_dir / "api-keys.json").resolve()
+
+    @property
+    def resolved_audit_key_file(self) -> Path:
+        return (self.audit_key_file or self.resolved_state_dir / "audit-key.json").resolve()
 
     @property
     def resolved_db_url(self) -> str:

@@ -11,6 +11,7 @@ and webhooks follow the committed audit trail on their own threads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from scheduler import tuning
 from scheduler.config.model import Config
 from scheduler.config.settings import Settings
+from scheduler.daemon.audit_head import HeadLog
 from scheduler.daemon.config_follower import ConfigFollower
 from scheduler.daemon.handover import HandOver
 from scheduler.daemon.run_ends import RunEnds
@@ -84,6 +86,7 @@ class Daemon:
         )
         self.watchers = shell.watchers(store, self.handover.put)
         self.services = shell.services(self)  # the API's port is bound in start(), once the lease is ours
+        self.head_log = HeadLog(store, shell.monotonic)
         self.next_fires: dict[str, datetime | None] = {}
         self.stopping_since: float | None = None
         self._next_heartbeat = 0.0
@@ -132,6 +135,7 @@ class Daemon:
         self.watchers.sync(self.config)
         self.services.start()
         self._next_heartbeat = self.monotonic() + self.settings.lease_ttl * tuning.HEARTBEAT_FRACTION
+        self.head_log.write("start")
 
     def _confirm_lease(self, now: datetime) -> None:
         """Right before spawning children: the lease was held a moment ago, or is renewed now."""
@@ -178,6 +182,7 @@ class Daemon:
         if not self.stopping:
             self._follow_config(now)
         self.notifier.watchdog()
+        self.head_log.tick()
         if self.monotonic() >= self._next_status:
             self._next_status = self.monotonic() + tuning.STATUS_INTERVAL_S
             self.notifier.status(self.status_line())
@@ -324,6 +329,10 @@ class Daemon:
             self.timer.stop()
             self.watchers.stop_all()
             self.services.stop()
+            held = self.lease.held
             self.lease.release(self.now())
+            if held:  # released on the record (daemon-stopped): the final head, if it can still be read
+                with contextlib.suppress(DBAPIError):
+                    self.head_log.write("stop")
         finally:
             self.signals.restore()

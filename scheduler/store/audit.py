@@ -1,30 +1,43 @@
-"""The append-only, hash-chained audit trail.
+"""The append-only, hash-chained audit trail: appending, and reading it back.
 
-Each row stores sha256 over its own content and the previous row's hash, and ids are
-consecutive, so `verify` can name the first row that was edited, inserted or deleted. The head
-(last id and hash) is also kept in `meta`, which catches a deleted tail. Appends lock the head
-row, so writers in several processes still form one chain.
+Each row stores a hash over its own content and the previous row's hash, and ids are
+consecutive, so `audit verify` (`scheduler.store.audit_verify`) can name the first row that was
+edited, inserted or deleted. The head (last id and hash) is also kept in `meta`, which catches a
+deleted tail. A store given an audit key (`scheduler.store.audit_key`) chains with HMAC from its
+first append on, which makes those checks hold against someone who can write the database but
+not read the key file (see `scheduler.store.audit_chain`). Appends lock the head row, so writers
+in several processes still form one chain.
+
+A recorded head that is garbled, or does not match the last row, does not stop writers (it
+would stop the daemon at every start): the writer records an `audit-head-invalid` event with
+what it found, logs it, and continues the chain from the last row; `audit verify` keeps
+reporting it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from scheduler.errors import StateError
+from scheduler.store import audit_chain as chain
+from scheduler.store.audit_key import AuditKey, Binding, attached
+from scheduler.store.audit_verify import VerifyResult, verify
 from scheduler.store.engine import after_commit
 from scheduler.store.schema import audit, meta, scrub
 
+__all__ = ["Event", "VerifyResult", "append", "audit", "meta", "query", "verify"]
+
 log = logging.getLogger(__name__)
 
-HEAD_KEY = "audit_head"
-GENESIS = "0" * 64
+HEAD_KEY = chain.HEAD_KEY
+GENESIS = chain.GENESIS
 
 
 @dataclass(frozen=True)
@@ -37,35 +50,32 @@ class Event:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _digest(row_id: int, at: datetime, event: Event, details_text: str, prev_hash: str) -> str:
-    content = [
-        row_id,
-        at.isoformat(),
-        event.event,
-        event.job,
-        event.run_key,
-        event.source,
-        event.config_revision,
-        details_text,
-        prev_hash,
-    ]
-    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
-
-
 def append(conn: Connection, at: datetime, events: Iterable[Event]) -> int:
-    """Append `events` (in order) inside the caller's write transaction; return how many."""
-    batch = list(events)
+    """Append `events` (in order) inside the caller's write transaction; return how many rows
+    were written (more than given when the writer also records a keyed start or a bad head)."""
+    batch = [_scrubbed(ev) for ev in events]
     if not batch:
         return 0
-    head = conn.execute(select(meta.c.value).where(meta.c.key == HEAD_KEY).with_for_update()).scalar_one_or_none()
-    last_id, prev_hash = (0, GENESIS) if head is None else _parse_head(head)
-    rows = []
+    recorded = chain.recorded_head(conn, lock=True)
+    last_id, prev_hash = chain.last_row(conn)
+    key = attached(conn)
+    binding, start = (_unkeyed(recorded), None) if key is None else _keying(conn, key, last_id, recorded)
+    problems = [p for p in (start, chain.head_problem(recorded, last_id, prev_hash, binding)) if p]
+    prefix = [_head_invalid(problem, recorded, last_id, batch[0].source) for problem in problems]
+    if key is not None and binding is None:
+        binding = _start_keying(conn, key, last_id + len(prefix) + 1)
+        prefix.append(Event(chain.KEYED_EVENT, batch[0].source, details={"key_id": binding.key_id}))
     # Hashed as stored and read back: UTC, whole milliseconds (stable through every engine).
     at = at.astimezone(timezone.utc).replace(microsecond=(at.microsecond // 1000) * 1000)
-    for ev in map(_scrubbed, batch):
+    rows = []
+    for ev in [*prefix, *batch]:
         last_id += 1
         details_text = json.dumps(ev.details, sort_keys=True, separators=(",", ":"), default=str)
-        row_hash = _digest(last_id, at, ev, details_text, prev_hash)
+        keyed = binding is not None and last_id >= binding.keyed_from
+        fields = chain.content(
+            last_id, at, ev.event, ev.job, ev.run_key, ev.source, ev.config_revision, details_text, prev_hash
+        )
+        row_hash = chain.row_hash(binding if keyed else None, fields)
         rows.append(
             {
                 "id": last_id,
@@ -82,13 +92,83 @@ def append(conn: Connection, at: datetime, events: Iterable[Event]) -> int:
         )
         prev_hash = row_hash
     conn.execute(insert(audit), rows)
-    after_commit(conn, lambda: _log(rows))
-    new_head = f"{last_id}:{prev_hash}"
-    if head is None:
+    after_commit(conn, lambda: _log(rows, problems))
+    keyed = binding is not None and last_id >= binding.keyed_from
+    new_head = chain.head_value(last_id, prev_hash, binding if keyed else None)
+    if recorded is None:
         conn.execute(insert(meta).values(key=HEAD_KEY, value=new_head))
     else:
         conn.execute(update(meta).where(meta.c.key == HEAD_KEY).values(value=new_head))
     return len(rows)
+
+
+def _unkeyed(recorded: str | None) -> None:
+    """A writer without a key may only extend a chain without one."""
+    head = chain.parse_head(recorded) if recorded is not None else None
+    if head is not None and head.mac is not None:
+        raise StateError("the audit trail is keyed (HMAC), but this process was given no audit key file")
+
+
+def _keying(conn: Connection, key: AuditKey, last_id: int, recorded: str | None) -> tuple[Binding | None, str | None]:
+    """The binding this chain is keyed with (None: not keyed yet, start now), and what is wrong
+    with the keyed start the key file names, if anything (checked once per process)."""
+    binding = key.binding or key.read()
+    if binding is None:
+        # A pending key whose first row committed: its writer died (or is about to promote it).
+        binding = key.recover_pending(lambda candidate: chain.start_problem(conn, candidate) is None)
+    if binding is None:
+        head = chain.parse_head(recorded) if recorded is not None else None
+        if head is not None and head.mac is not None:
+            raise StateError(
+                f"the audit trail is keyed (HMAC), but its key file {key.path} does not exist; restore it "
+                "from a backup (a new key cannot check the rows made with the old one), or point "
+                "ZENML_SCHEDULER_AUDIT_KEY_FILE at it"
+            )
+        return None, None
+    if not key.installation_checked:
+        this = chain.installation(conn)
+        if binding.installation_id != this:
+            raise StateError(
+                f"the audit key file {key.path} belongs to another state database (installation "
+                f"{binding.installation_id}, this one is {this}); point ZENML_SCHEDULER_AUDIT_KEY_FILE at "
+                "this database's key file, or move that file away for this database to get a new one"
+            )
+        key.installation_checked = True
+    key.binding = binding
+    if key.start_checked:
+        return binding, None
+    problem = chain.start_problem(conn, binding) if last_id >= binding.keyed_from else (
+        f"the key file says rows from {binding.keyed_from} on are keyed, but the chain ends at row "
+        f"{last_id}: the keyed rows were deleted (or the table emptied)"
+    )  # fmt: skip
+    if problem is None:
+        key.start_checked = True
+    else:  # reported once it is on the record; after a rollback the next append reports it
+        after_commit(conn, lambda: setattr(key, "start_checked", True))
+    return binding, problem
+
+
+def _start_keying(conn: Connection, key: AuditKey, keyed_from: int) -> Binding:
+    """A new key for rows from `keyed_from` on; its file appears (and this process keeps it)
+    once this transaction commits. After a rollback the next append starts again."""
+    this = chain.installation(conn)
+    if this is None:
+        raise StateError("the state database has lost its installation id (meta was edited); the audit key needs it")
+    binding, pending = key.make_pending(this, keyed_from)
+
+    def committed() -> None:
+        key.promote(pending)
+        key.binding, key.start_checked, key.installation_checked = binding, True, True
+
+    after_commit(conn, committed)
+    return binding
+
+
+def _head_invalid(problem: str, recorded: str | None, last_id: int, source: str) -> Event:
+    details: dict[str, Any] = {"reason": problem, "continued_from": last_id}
+    if recorded is not None:
+        details["recorded"] = chain.shown(recorded)[1:-1]
+    return Event(chain.HEAD_INVALID_EVENT, source, details=details)
 
 
 def _scrubbed(event: Event) -> Event:
@@ -104,62 +184,12 @@ def _scrubbed(event: Event) -> Event:
     )  # fmt: skip
 
 
-def _log(rows: list[dict[str, Any]]) -> None:
+def _log(rows: list[dict[str, Any]], problems: list[str]) -> None:
     """The structured-log twin of each committed event (logged only once it is durable)."""
+    for problem in problems:
+        log.error("audit trail: %s; the chain goes on from its last row (see `zenml-scheduler audit verify`)", problem)
     for row in rows:
         log.info(row["event"], extra={"audit": {k: v for k, v in row.items() if k not in ("prev_hash", "hash")}})
-
-
-def _parse_head(value: str) -> tuple[int, str]:
-    last_id, _, last_hash = value.partition(":")
-    return int(last_id), last_hash
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    rows: int
-    bad_id: int | None = None
-    reason: str = ""
-
-
-def verify(conn: Connection) -> VerifyResult:
-    """Walk the chain from the first row; report the first row that does not fit."""
-    expected_id, prev_hash, count = 1, GENESIS, 0
-    for row in _iter_rows(conn):
-        if row.id != expected_id:
-            missing = row.id > expected_id
-            what = f"rows {expected_id}..{row.id - 1} are missing" if missing else "row id out of sequence"
-            return VerifyResult(False, count, row.id, what)
-        if row.prev_hash != prev_hash:
-            return VerifyResult(
-                False, count, row.id, "does not chain to the previous row (a row was deleted or inserted)"
-            )
-        ev = Event(row.event, row.source, row.job, row.run_key, row.config_revision)
-        if _digest(row.id, row.at, ev, row.details, row.prev_hash) != row.hash:
-            return VerifyResult(False, count, row.id, "content does not match its hash (the row was edited)")
-        prev_hash, expected_id, count = row.hash, expected_id + 1, count + 1
-    head = conn.execute(select(meta.c.value).where(meta.c.key == HEAD_KEY)).scalar_one_or_none()
-    head_id, head_hash = (0, GENESIS) if head is None else _parse_head(head)
-    if (head_id, head_hash) != (expected_id - 1, prev_hash):
-        return VerifyResult(
-            False,
-            count,
-            head_id,
-            f"the chain ends at row {expected_id - 1} but the recorded head is row {head_id} "
-            "(rows were deleted from the end)",
-        )
-    return VerifyResult(True, count)
-
-
-def _iter_rows(conn: Connection, chunk: int = 5000) -> Iterator[Any]:
-    last = 0
-    while True:
-        batch = conn.execute(select(audit).where(audit.c.id > last).order_by(audit.c.id).limit(chunk)).all()
-        if not batch:
-            return
-        yield from batch
-        last = batch[-1].id
 
 
 def query(conn: Connection, job: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
