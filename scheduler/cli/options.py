@@ -18,6 +18,7 @@ from scheduler.config.settings import Settings, load_settings
 from scheduler.daemon.lease import current_holder
 from scheduler.errors import DaemonNotRunningError, NotFoundError
 from scheduler.store.engine import Store, masked_url, open_store
+from scheduler.store.read_only import open_read_only
 from scheduler.timing.clock import utcnow
 
 
@@ -64,7 +65,17 @@ def source() -> str:
 
 
 def state(settings: Settings) -> Store:
+    """The state database for a command that writes: created or migrated as needed."""
     return open_store(settings.resolved_db_url)
+
+
+def reading(settings: Settings, note: bool = True) -> Store:
+    """The state database for a command that only reads: opened read-only, nothing created or
+    migrated; one that does not exist yet reads as empty (and a note on stderr says so)."""
+    store = open_read_only(settings.resolved_db_url)
+    if store.missing and note:
+        click.echo(f"note: no state database at {store.shown} yet; nothing is recorded there", err=True)
+    return store
 
 
 def job_or_fail(config: Config, name: str) -> None:

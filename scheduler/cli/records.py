@@ -29,7 +29,7 @@ def history(settings: Settings, job: str | None, status: str | None, limit: int,
         stmt = stmt.where(runs.c.job == job)
     if status:
         stmt = stmt.where(runs.c.status == status)
-    with options.state(settings).read() as conn:
+    with options.reading(settings).read() as conn:
         rows = [run_dict(r) for r in conn.execute(stmt)]
     if as_json:
         options.emit(rows)
@@ -65,7 +65,7 @@ def audit_cmd(ctx: click.Context, settings: Settings, job: str | None, limit: in
     ctx.obj = settings
     if ctx.invoked_subcommand is not None:
         return
-    with options.state(settings).read() as conn:
+    with options.reading(settings).read() as conn:
         events = audit_trail.query(conn, job, limit)
     if as_json:
         options.emit(events)
@@ -94,7 +94,7 @@ def audit_cmd(ctx: click.Context, settings: Settings, job: str | None, limit: in
 @options.json_option
 def audit_verify(settings: Settings, as_json: bool) -> None:
     """Check that no audit row was edited, inserted or deleted."""
-    with options.state(settings).read() as conn:
+    with options.reading(settings).read() as conn:
         result = audit_trail.verify(conn)
     if as_json:
         options.emit({"ok": result.ok, "rows": result.rows, "bad_id": result.bad_id, "reason": result.reason})

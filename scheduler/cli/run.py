@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from scheduler.cli import options
+from scheduler.cli.startup_checks import StoppedBeforeStart, StopSignalsUntilStarted, require_writable_state_dir
 from scheduler.cli.text_table import render_table
 from scheduler.config.loader import load_config
 from scheduler.config.model import Config
@@ -104,10 +105,21 @@ def run(
 ) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
     from scheduler.config.settings import load_settings
-    from scheduler.daemon.loop import Daemon
 
     settings = load_settings(**{**settings.model_dump(exclude_unset=True), **flags})
     setup_logging(settings.log_format, settings.log_level)
+    try:
+        with StopSignalsUntilStarted():
+            _serve(settings, no_check_pipelines)
+    except StoppedBeforeStart as stop:
+        click.echo(f"zenml-scheduler: stopped ({stop})", err=True)
+
+
+def _serve(settings: Settings, no_check_pipelines: bool) -> None:
+    from scheduler.daemon.loop import Daemon
+
+    settings.check_python()
+    require_writable_state_dir(settings)
     store = options.state(settings)
     # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
     holder = current_holder(store, utcnow(), timedelta(seconds=settings.lease_ttl))

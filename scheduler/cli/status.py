@@ -65,7 +65,7 @@ def status(settings: Settings, job: str | None, as_json: bool) -> None:
     config = load_config(settings.config, settings.config_max_bytes)
     if job is not None:
         options.job_or_fail(config, job)
-    items = job_status(options.state(settings), [job] if job else list(config.jobs))
+    items = job_status(options.reading(settings), [job] if job else list(config.jobs))
     if as_json:
         click.echo(json.dumps(items if job is None else items[0], indent=2))
         return
