@@ -35,7 +35,7 @@ def list_jobs(settings: Settings, as_json: bool) -> None:
     """Jobs, their trigger, next fire time and state."""
     config = options.config_of(settings)
     now = utcnow()
-    with options.state(settings).read() as conn:
+    with options.reading(settings).read() as conn:
         stored = {row.name: row for row in conn.execute(select(jobs))}
     items = []
     for name, job in config.jobs.items():
@@ -152,8 +152,8 @@ def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, n
             f"{job} is a watch job: its parameters {', '.join(missing)} are filled from the files that arrive; "
             f"give them for a manual run, e.g. --param {missing[0]}=data/incoming/batch.csv"
         )
+    options.require_daemon(settings, options.reading(settings, note=False))  # none: nothing is created
     store = options.state(settings)
-    options.require_daemon(settings, store)
     if overrides and not no_check:
         from scheduler.runs.preflight import check_pipelines
 

@@ -23,6 +23,7 @@ from scheduler.daemon.lease import current_holder
 from scheduler.errors import DaemonNotRunningError, NotFoundError
 from scheduler.store.audit_key import AuditKey, attach
 from scheduler.store.engine import Store, masked_url, open_store
+from scheduler.store.read_only import open_read_only
 from scheduler.store.schema import jobs
 from scheduler.timing.clock import utcnow
 
@@ -70,8 +71,20 @@ def source() -> str:
 
 
 def state(settings: Settings) -> Store:
-    """The state database, with the audit key every audit append of this process chains with."""
+    """The state database for a command that writes (created or migrated as needed), with the
+    audit key every audit append of this process chains with."""
     store = open_store(settings.resolved_db_url)
+    attach(store, AuditKey(settings.resolved_audit_key_file))
+    return store
+
+
+def reading(settings: Settings, note: bool = True) -> Store:
+    """The state database for a command that only reads: opened read-only, nothing created or
+    migrated; one that does not exist yet reads as empty (and a note on stderr says so). The
+    audit key is attached too: `audit verify` checks the keyed chain with it."""
+    store = open_read_only(settings.resolved_db_url)
+    if store.missing and note:
+        click.echo(f"note: no state database at {store.shown} yet; nothing is recorded there", err=True)
     attach(store, AuditKey(settings.resolved_audit_key_file))
     return store
 

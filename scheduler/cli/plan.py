@@ -107,7 +107,7 @@ def plan(settings: Settings, file: str | None, no_pipelines: bool, detailed_exit
     from scheduler.cli.run import load_checked
 
     config = load_checked(settings, Path(file) if file else None, check=not no_pipelines)
-    with options.state(settings).read() as conn:
+    with options.reading(settings).read() as conn:
         stored = stored_specs(conn)
         rows = {row.name: row for row in conn.execute(select(jobs).where(jobs.c.removed_at.is_(None)))}
     result = build_plan(config, stored, rows, utcnow(), timedelta(seconds=settings.misfire_grace))
@@ -124,8 +124,8 @@ def plan(settings: Settings, file: str | None, no_pipelines: bool, detailed_exit
 @options.common
 def reload(settings: Settings) -> None:
     """Ask the running daemon to reload its config (same as SIGHUP); it validates first."""
+    options.require_daemon(settings, options.reading(settings, note=False))  # none: nothing is created
     store = options.state(settings)
-    options.require_daemon(settings, store)
     now = utcnow()
     with store.write() as conn:
         inbox.request_reload(conn, options.source(), now)

@@ -28,7 +28,7 @@ from scheduler.store.schema import runs
 @options.json_option
 def history(settings: Settings, job: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Runs, newest first."""
-    store = options.state(settings)
+    store = options.reading(settings)
     stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
     if job is not None:
         options.recorded_job_or_fail(settings, store, job)
@@ -71,7 +71,7 @@ def audit_cmd(ctx: click.Context, settings: Settings, job: str | None, limit: in
     ctx.obj = settings
     if ctx.invoked_subcommand is not None:
         return
-    store = options.state(settings)
+    store = options.reading(settings)
     if job is not None:
         options.recorded_job_or_fail(settings, store, job)
     with store.read() as conn:
@@ -129,7 +129,7 @@ def audit_verify(settings: Settings, heads: list[tuple[int, str]], as_json: bool
     was edited, inserted or deleted; say which guarantee holds."""
     url = settings.resolved_db_url
     try:
-        store = options.state(settings)
+        store = options.reading(settings)
     except DatabaseError as exc:  # not a database at all: it cannot be opened, let alone verified
         raise StateError(f"cannot open state database {masked_url(url)}: {exc.orig}") from None
     try:
@@ -152,9 +152,12 @@ def _verified(store: Store, heads: list[tuple[int, str]]) -> audit_trail.VerifyR
     try:
         with store.read() as conn:
             result = audit_trail.verify(conn, heads)
-    except DatabaseError as exc:  # SQLite may report a damaged page again when the reading ends
+    except (DatabaseError, StateError) as exc:
+        # The file opened, so a damaged page met while reading the trail (or again when the reading
+        # ends, as SQLite may report it) means the trail cannot be verified: exit 1, not 3.
         if result is None or result.ok:
-            return audit_trail.VerifyResult(False, 0, reason=f"the state database cannot be read: {exc.orig}")
+            why = exc.orig if isinstance(exc, DatabaseError) else exc
+            return audit_trail.VerifyResult(False, 0, reason=f"the state database cannot be read: {why}")
     return result
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from scheduler.cli import options
+from scheduler.cli.startup_checks import StoppedBeforeStart, StopSignalsUntilStarted, require_writable_state_dir
 from scheduler.cli.text_table import render_table
 from scheduler.config.model import Config
 from scheduler.config.settings import Settings
@@ -120,7 +121,6 @@ def run(
 ) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
     from scheduler.config.settings import load_settings
-    from scheduler.daemon.loop import Daemon
     from scheduler.daemon.open_files import check_connection_room, raise_open_files_limit
 
     given = {**flags, "allow_empty": True if allow_empty else None}  # not given: the environment decides
@@ -129,6 +129,18 @@ def run(
     open_files = raise_open_files_limit()
     if settings.api_enabled:
         check_connection_room(open_files, settings.api_max_connections)
+    try:
+        with StopSignalsUntilStarted():
+            _serve(settings, no_check_pipelines)
+    except StoppedBeforeStart as stop:
+        click.echo(f"zenml-scheduler: stopped ({stop})", err=True)
+
+
+def _serve(settings: Settings, no_check_pipelines: bool) -> None:
+    from scheduler.daemon.loop import Daemon
+
+    settings.check_python()
+    require_writable_state_dir(settings)
     store = options.state(settings)
     # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
     holder = current_holder(store, utcnow(), timedelta(seconds=settings.lease_ttl))

@@ -12,6 +12,7 @@ from scheduler.cli import exit_codes, options
 from scheduler.config.settings import Settings
 from scheduler.daemon.lease import current_holder
 from scheduler.store.engine import masked_url
+from scheduler.store.urls import check_url
 from scheduler.timing.clock import utcnow
 
 
@@ -30,7 +31,7 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
 def health(settings: Settings, as_json: bool) -> None:
     """Exit 0 when a daemon's heartbeat on this state database is fresh, 3 otherwise."""
     now = utcnow()
-    holder = current_holder(options.state(settings), now, timedelta(seconds=settings.lease_ttl))
+    holder = current_holder(options.reading(settings), now, timedelta(seconds=settings.lease_ttl))
     report = {
         "healthy": holder is not None,
         "host": holder.host if holder else None,
@@ -53,6 +54,7 @@ def health(settings: Settings, as_json: bool) -> None:
 @options.json_option
 def show_settings(settings: Settings, as_json: bool) -> None:
     """The effective settings (flags > ZENML_SCHEDULER_* > .env > defaults), secrets masked; alias: config."""
+    check_url(settings.resolved_db_url)  # a URL no command could open is not in force: exit 2 here too
     values = effective_settings(settings)
     if as_json:
         click.echo(json.dumps(values, indent=2))

@@ -61,7 +61,7 @@ def job_status(store: Store, names: list[str]) -> list[dict[str, Any]]:
 @options.json_option
 def status(settings: Settings, job: str | None, as_json: bool) -> None:
     """Dispatch state per job: last result, failures, errors, runs active."""
-    store = options.state(settings)
+    store = options.reading(settings)
     if job is not None:
         options.recorded_job_or_fail(settings, store, job)  # also a job removed from the file: its last state
     items = job_status(store, [job] if job else list(options.config_of(settings).jobs))

@@ -11,12 +11,14 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from scheduler import tuning
 from scheduler.config.stored_keys import StoredKey
@@ -27,12 +29,16 @@ from scheduler.timing.durations import parse_duration
 STATE_DIR_NAME = ".zenml-scheduler"
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 SQLITE_FILE = re.compile(r"sqlite(\+\w+)?:///(?P<path>[^?]+)")
+ENV_FILE = ".env"
+# What a setting given as JSON looks like, for the message when it is not JSON.
+JSON_EXAMPLES = {"api_keys": '[{"name": "ci", "scopes": ["trigger"], "hash": "sha256:<hex>"}]'}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ZENML_SCHEDULER_",
-        env_file=".env",
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",  # whatever the locale: the same file means the same settings everywhere
         extra="forbid",
         validate_default=True,
     )
@@ -114,6 +120,23 @@ class Settings(BaseSettings):
             )
         return value
 
+    def check_python(self) -> None:
+        """SettingsError unless `python` is an executable file: the daemon starts every child with it,
+        so a wrong one is refused at start rather than failing each run."""
+        found = self.python if os.sep in self.python else shutil.which(self.python)
+        why = None
+        if found is None or not os.path.exists(found):
+            why = "does not exist"
+        elif os.path.isdir(found):
+            why = "is a folder"
+        elif not os.access(found, os.X_OK):
+            why = "is not executable"
+        if why:
+            raise SettingsError(
+                f"invalid setting python (--python / ZENML_SCHEDULER_PYTHON): {self.python} {why}; give the "
+                f"Python interpreter of the environment with ZenML and your pipelines (default: {sys.executable})"
+            )
+
     @property
     def project_root(self) -> Path:
         return self.config.resolve().parent
@@ -164,7 +187,34 @@ def load_settings(**overrides: Any) -> Settings:
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
-            env_name = f"ZENML_SCHEDULER_{name.upper()}"
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"setting {name} ({env_name}): {message}")
+            lines.append(f"setting {name} ({_env_name(name)}): {message}")
+        if len(lines) == 1:
+            raise SettingsError(f"invalid {lines[0]}") from None
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except SourceError as exc:
+        raise SettingsError(_unparsable(exc)) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise SettingsError(
+            f"the {ENV_FILE} file {Path(ENV_FILE).resolve()} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+            f"on line {line}; save it as UTF-8, one NAME=value per line"
+        ) from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read the {ENV_FILE} file {Path(ENV_FILE).resolve()}: {exc.strerror}") from None
+
+
+def _env_name(name: str) -> str:
+    return f"ZENML_SCHEDULER_{name.upper()}"
+
+
+def _unparsable(exc: SourceError) -> str:
+    """A setting given as JSON (in the environment or .env) that is not JSON."""
+    found = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return f"invalid settings: {exc}"
+    name, source = found.groups()
+    where = f" in {Path(ENV_FILE).resolve()}" if source.startswith("DotEnv") else ""
+    example = JSON_EXAMPLES.get(name)
+    expected = f"; expected JSON, e.g. {example}" if example else "; expected JSON"
+    return f"invalid setting {name} ({_env_name(name)}{where}): not valid JSON ({exc.__cause__ or exc}){expected}"

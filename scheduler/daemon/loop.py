@@ -31,7 +31,7 @@ from scheduler.daemon.run_ends import RunEnds
 from scheduler.daemon.sd_notify import Notifier
 from scheduler.daemon.shell import Shell
 from scheduler.daemon.signals import SignalFlags
-from scheduler.errors import LeaseLostError
+from scheduler.errors import StateError
 from scheduler.policy.decide import policy_of
 from scheduler.policy.file_runs import Dispatch
 from scheduler.policy.fire_request import FireRequest
@@ -97,6 +97,7 @@ class Daemon:
         self._pending_files: list[Dispatch] = []
         self._pending_notices: list[Notice] = []
         self.database_failing = False
+        self.ended_by: StateError | None = None  # why the state database ended the loop, if it did
         self._derive_from_config()
 
     def _derive_from_config(self) -> None:
@@ -285,7 +286,9 @@ class Daemon:
     def step(self, now: datetime) -> bool:
         """One pass of `run`: a tick, then progress of the shutdown once stopping; True when the
         daemon has stopped. A state database error costs the tick, not the daemon: children keep
-        running and the next pass tries again. A lost lease (LeaseLostError) ends the daemon."""
+        running and the next pass tries again. A StateError ends the daemon: a lost lease, a
+        database file deleted or replaced, or one no retry can cure (damaged, read-only, its
+        tables gone; see `scheduler.store.db_errors`)."""
         try:
             self.tick(now)
             self.database_failing = False
@@ -302,8 +305,12 @@ class Daemon:
                     time.sleep(tuning.DB_RETRY_S)
                 else:
                     self.handover.wait(tuning.LOOP_WAIT_S)  # a slot or a file wakes us at once
-        except LeaseLostError as exc:
-            log.error("%s", exc)  # its children run on: the daemon holding the lease now adopts them
+        except StateError as exc:
+            # Said once, then the process exits 3: a supervisor restarts it, and a new daemon
+            # opens the database afresh (migrations included). Its children run on, for the daemon
+            # holding the lease to adopt.
+            self.ended_by = exc
+            log.error("stopping: %s", exc)
             raise
         finally:
             self.close()
@@ -330,9 +337,18 @@ class Daemon:
             self.watchers.stop_all()
             self.services.stop()
             held = self.lease.held
-            self.lease.release(self.now())
+            self._release_lease()
             if held:  # released on the record (daemon-stopped): the final head, if it can still be read
-                with contextlib.suppress(DBAPIError):
+                with contextlib.suppress(DBAPIError, StateError):
                     self.head_log.write("stop")
         finally:
             self.signals.restore()
+
+    def _release_lease(self) -> None:
+        """Give the lease back if the database lets us; if not, it lapses after lease_ttl."""
+        try:
+            self.lease.release(self.now())
+        except (StateError, DBAPIError) as exc:
+            if self.ended_by is None:  # else the database's state was said already
+                log.warning("could not give the lease back (it lapses after %.0fs): %s", self.settings.lease_ttl,
+                            exc.orig if isinstance(exc, DBAPIError) else exc)  # fmt: skip

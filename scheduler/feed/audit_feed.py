@@ -18,8 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import DBAPIError
 
 from scheduler import tuning
+from scheduler.errors import StateError
+from scheduler.store.db_errors import first_line
 from scheduler.store.engine import Store
 from scheduler.store.schema import audit
 
@@ -68,6 +71,7 @@ class AuditFeed:
         # thread (join timed out), and two steps reading the same `last_id` would deliver twice.
         self._step_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._database_away = False  # said once per outage, not at every poll
 
     def start(self, from_id: int | None = None) -> None:
         """Follow events after `from_id` (default: the current head, so only new events)."""
@@ -82,7 +86,18 @@ class AuditFeed:
         while not self._stop.is_set():
             try:
                 more = self.step()
-            except Exception:  # a database hiccup or a subscriber bug must not end the feed
+                if self._database_away:
+                    log.info("audit feed: the state database answers again")
+                self._database_away = False
+            except StateError as exc:  # an unusable database: the daemon's loop meets it too, says so and stops
+                log.debug("audit feed step failed: %s", exc)
+                more = False
+            except DBAPIError as exc:  # the database is away: the next poll tries again
+                if not self._database_away:
+                    log.warning("audit feed: the state database does not answer, retrying: %s", first_line(exc.orig))
+                self._database_away = True
+                more = False
+            except Exception:  # nor must anything else (a bug) end the feed
                 log.exception("audit feed step failed; retrying")
                 more = False
             if not more:
@@ -116,5 +131,10 @@ class AuditFeed:
         try:
             while self.step():
                 pass
+        except StateError as exc:  # said by the daemon's loop, which stopped on it
+            log.debug("audit feed final step failed: %s", exc)
+        except DBAPIError as exc:
+            log.warning("audit feed: the last events are not delivered, the state database does not answer: %s",
+                        first_line(exc.orig))  # fmt: skip
         except Exception:
             log.exception("audit feed final step failed")

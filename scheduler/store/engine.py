@@ -6,6 +6,10 @@ A daemon fences its store: every write transaction first checks, inside that tra
 this daemon still holds the lease (`Store.fence`) and, on SQLite, that the database file is still
 the one it opened. A daemon that lost its lease, or whose file was deleted or replaced under it,
 can then write nothing at all.
+
+Errors that no retry cures (a damaged file, tables gone: `scheduler.store.db_errors`) leave every
+transaction as a StateError naming the database and what to do. Read commands open the database
+with `scheduler.store.read_only`, which creates and migrates nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from scheduler.errors import SettingsError, StateError
+from scheduler.errors import StateError
+from scheduler.store.db_errors import SQLITE_CANTOPEN, first_line, sqlite_code, unusable
 from scheduler.store.migrations import installation_id, migrate
+from scheduler.store.sqlite_file import has_database, on_read_only_file_system, refuse_foreign
+from scheduler.store.urls import check_url, masked_url
 
 AFTER_COMMIT = "after_commit"
 
@@ -37,10 +44,14 @@ def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
 class Store:
     """One state database. Thread-safe: every call checks a connection out of the pool."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, engine: Engine | None = None, *, read_only: bool = False) -> None:
+        """The database at `url`, through `engine` when given (a read-only one, say)."""
         self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        self.engine = _make_engine(url, self.is_sqlite)
+        self.engine = engine or _make_engine(url, make_url(url).get_backend_name() == "sqlite")
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.read_only = read_only
+        # Set when the database does not exist yet and an empty one stands in for it (read commands).
+        self.missing = False
         # SQLite has one write lock per database. Threads of this process queue for it here, where
         # the next one is let in the moment the lock is free, rather than in SQLite's busy handler,
         # which polls with sleeps of up to 100 ms. (Other processes still meet the busy handler.)
@@ -55,8 +66,10 @@ class Store:
     def write(self, fenced: bool = True) -> Iterator[Connection]:
         """A write transaction; callbacks queued with `after_commit` run once it has committed,
         after the write lock is released. `fenced=False` only for the lease's own writes."""
+        if self.read_only:
+            raise StateError(f"the state database {self.shown} was opened for reading only")
         callbacks: list[Callable[[], None]] = []
-        with self._write_turn, self.engine.connect() as conn:
+        with self._unusable_as_state_error(), self._write_turn, self.engine.connect() as conn:
             conn = conn.execution_options(write_lock=True)
             conn.info[AFTER_COMMIT] = callbacks
             try:
@@ -99,8 +112,26 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
+        with self._unusable_as_state_error(), self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _unusable_as_state_error(self) -> Iterator[None]:
+        """A database error no retry can cure becomes a StateError saying what to do (see
+        `scheduler.store.db_errors`); any other error stays as it is, for the caller to retry."""
+        try:
+            yield
+        except DBAPIError as exc:
+            error = unusable(exc, self.shown)
+            if error is None:
+                raise
+            raise error from None
+
+    @property
+    def shown(self) -> str:
+        """The database as messages name it: the file of an SQLite database, else the URL, masked."""
+        database = make_url(self.url).database
+        return database if make_url(self.url).get_backend_name() == "sqlite" and database else masked_url(self.url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -134,38 +165,32 @@ def _make_engine(url: str, is_sqlite: bool) -> Engine:
 
 
 def open_store(url: str) -> Store:
-    """Open the database at `url`, creating or migrating its schema; raise StateError if unusable."""
-    _refuse_in_memory(url)
+    """Open the database at `url` for writing, creating or migrating its schema. SettingsError for
+    a URL that names no usable database (nothing is created then), StateError for a database that
+    cannot be used."""
+    parsed = check_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and has_database(Path(parsed.database)):
+        refuse_foreign(Path(parsed.database))  # both before SQLite writes a byte
     try:
         store = Store(url)
     except OSError as exc:
-        raise StateError(f"cannot open state database {masked_url(url)}: {exc}") from None
+        raise StateError(f"cannot open state database {masked_url(url)}: {exc.strerror or exc}") from None
     try:
         with store.write(fenced=False) as conn:
-            migrate(conn)
-    except OperationalError as exc:
+            migrate(conn, store.shown)
+    except DBAPIError as exc:
         store.close()
-        raise StateError(f"cannot open state database {masked_url(url)}: {exc.orig}") from None
+        raise StateError(f"cannot open state database {store.shown}: {_open_failure(exc, store)}") from None
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
-def masked_url(url: str) -> str:
-    """A database URL with its password replaced, safe to print and log."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"
-
-
-def _refuse_in_memory(url: str) -> None:
-    """An in-memory SQLite database lives and dies with one connection: every thread would see its
-    own empty database, two daemons could run at once, and nothing would be left at exit."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return
-    database = parsed.database or ""
-    if database in ("", ":memory:") or "mode=memory" in database or parsed.query.get("mode") == "memory":
-        raise SettingsError(
-            f"{masked_url(url)} is an in-memory database, which keeps no state and no lease; "
-            "give a file, e.g. sqlite:///var/lib/zenml-scheduler/state.db"
-        )
+def _open_failure(exc: DBAPIError, store: Store) -> str:
+    why = first_line(exc.orig)
+    if sqlite_code(exc) != SQLITE_CANTOPEN:
+        return why
+    if on_read_only_file_system(Path(store.shown)):
+        return f"{why}: it is on a read-only file system (commands that only read it work there)"
+    return f"{why}: its folder is missing or not writable"

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, inspect, select, text
 
-from scheduler.errors import SchemaTooNewError
+from scheduler.errors import SchemaTooNewError, StateError
+from scheduler.store.db_errors import foreign_database
 from scheduler.store.schema import meta, metadata, runs, watched_files
 
 
@@ -71,22 +72,45 @@ def schema_version() -> int:
     return 1 + len(MIGRATIONS)
 
 
-def migrate(conn: Connection) -> int:
-    """Bring the schema to schema_version() inside the caller's write transaction; return the
-    version found before."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
+def stored_version(conn: Connection, where: str) -> int | None:
+    """The schema version of the database, None when it has no zenml-scheduler tables yet;
+    StateError when it is some other program's SQLite database or its version is unreadable."""
     if not inspect(conn).has_table("meta"):
-        metadata.create_all(conn)
-        conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
-        _v5_installation_id(conn)
-        return 0
-    found = int(conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one())
+        # A PostgreSQL schema may well hold other tables beside ours; an SQLite file is one program's.
+        others = inspect(conn).get_table_names() if conn.dialect.name == "sqlite" else []
+        if others:
+            raise foreign_database(where, others)
+        return None
+    value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise StateError(
+            f"the state database {where} has no readable schema version ({value!r} in its meta table): "
+            "it is damaged or not a zenml-scheduler state database; restore it from a backup or move it away"
+        ) from None
+
+
+def refuse_newer(found: int) -> None:
     if found > schema_version():
         raise SchemaTooNewError(
             f"state database schema version {found} is newer than this zenml-scheduler "
             f"supports ({schema_version()}); upgrade zenml-scheduler"
         )
+
+
+def migrate(conn: Connection, where: str = "the state database") -> int:
+    """Bring the schema to schema_version() inside the caller's write transaction; return the
+    version found before (0 for a new database)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(74210391)"))
+    found = stored_version(conn, where)
+    if found is None:
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(key="schema_version", value=str(schema_version())))
+        _v5_installation_id(conn)
+        return 0
+    refuse_newer(found)
     for version in range(found, schema_version()):
         MIGRATIONS[version - 1](conn)
     conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(schema_version())))

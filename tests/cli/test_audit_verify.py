@@ -142,7 +142,7 @@ def test_a_file_that_is_not_a_database_is_an_unusable_state_database(cli: Cli) -
     path, page_size, _ = _database(cli)
     _overwrite_page(path, page_size, 1)
     code, _, err = cli()
-    assert code == DAEMON_STATE and "file is not a database" in err
+    assert code == DAEMON_STATE and "is not an SQLite database" in err
 
 
 STAND_IN_CONFIG = "version: 1\njobs:\n  ok: {pipeline: fake.pipe:line, cron: '0 0 1 1 *', parameters: {mode: ok}}\n"

@@ -29,7 +29,7 @@ def test_a_bad_api_host_says_what_is_wrong_with_it() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(api_host="not a host", _env_file=None)
     assert str(info.value) == (
-        "invalid settings:\n  setting api_host (ZENML_SCHEDULER_API_HOST): 'not a host' is not a valid host name or "
+        "invalid setting api_host (ZENML_SCHEDULER_API_HOST): 'not a host' is not a valid host name or "
         "IP address; e.g. 127.0.0.1, 0.0.0.0, ::1, api.example.com"
     )
     with pytest.raises(SettingsError, match=r"'\[::1\]' is not a valid host name or IP address \(write an IPv6"):
