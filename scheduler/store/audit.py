@@ -112,6 +112,8 @@ def _unkeyed(recorded: str | None) -> None:
 def _keying(conn: Connection, key: AuditKey, last_id: int, recorded: str | None) -> tuple[Binding | None, str | None]:
     """The binding this chain is keyed with (None: not keyed yet, start now), and what is wrong
     with the keyed start the key file names, if anything (checked once per process)."""
+    if key.binding is None and not key.installation_checked:
+        key.settle_path(chain.installation(conn))
     binding = key.binding or key.read()
     if binding is None:
         # A pending key whose first row committed: its writer died (or is about to promote it).
@@ -127,6 +129,14 @@ def _keying(conn: Connection, key: AuditKey, last_id: int, recorded: str | None)
         return None, None
     if not key.installation_checked:
         this = chain.installation(conn)
+        if binding.installation_id != this and last_id == 0 and recorded is None and this is not None:
+            # A new, empty state database where another stood (dropped and recreated, or moved away
+            # to start over): it gets a key file of its own; the other's stays as it is.
+            configured, key.path = key.path, key.own_path(this)
+            log.warning("audit key file %s belongs to state database %s; this new one (%s) gets its own, %s",
+                        configured, binding.installation_id, this, key.path)  # fmt: skip
+            key.installation_checked = True
+            return None, None
         if binding.installation_id != this:
             raise StateError(
                 f"the audit key file {key.path} belongs to another state database (installation "

@@ -126,6 +126,19 @@ class AuditKey:
         _sync_folder(self.path.parent)
         log.info("audit key file %s created (mode 0600); keep it, and a backup, out of the database's reach", self.path)
 
+    def own_path(self, installation_id: str) -> Path:
+        """Where a state database's key lives when the configured file belongs to another one: a
+        database recreated empty where an older one stood keeps the older key file untouched."""
+        return self.path.with_name(f"{self.path.stem}.{installation_id}{self.path.suffix}")
+
+    def settle_path(self, installation_id: str | None) -> None:
+        """Use this database's own key file when it has one (see `own_path`)."""
+        if installation_id is None:
+            return
+        own = self.own_path(installation_id)
+        if own.exists() or any(own.parent.glob(f"{glob.escape(own.name)}{_PENDING}*")):
+            self.path = own
+
     def recover_pending(self, committed: Callable[[Binding], bool], promote: bool = True) -> Binding | None:
         """The pending key whose first keyed row `committed`, put in place (unless `promote` is
         False, for readers); None when there is none."""

@@ -151,6 +151,7 @@ class _Walk:
         """Which key the chain must be keyed with (None without a key file), or what is wrong."""
         if self.key is None:
             return None
+        self.key.settle_path(chain.installation(conn))
         binding = self.key.read()
         if binding is None:  # a key whose first row committed while its writer died
             binding = self.key.recover_pending(lambda b: chain.start_problem(conn, b) is None, promote=False)

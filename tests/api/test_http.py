@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import threading
 import time
@@ -25,6 +26,7 @@ from tests.harness import STAND_IN, DaemonProcess, Project, wait_for
 pytestmark = pytest.mark.slow
 
 SECRET = "webhook-test-secret"
+ROOT = Path(__file__).parents[2]
 
 # The stand-in interpreter, except that the pipeline check runs for real: the API validates
 # overrides against the schemas that check reports.
@@ -495,10 +497,14 @@ def test_openapi_fuzz_finds_no_server_error(tmp_path: Path, zenml_config: Path) 
         done = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
              "--max-examples", "25", "--seed", "4711", "--header", f"X-API-Key: {key}", "--workers", "1",
-             "--phases", "examples,coverage,fuzzing", "--generation-deterministic"],
+             "--phases", "examples,coverage,fuzzing", "--generation-deterministic", "--generation-allow-x00", "true"],
             capture_output=True, text=True, timeout=400, check=False, cwd=tmp_path,
+            # every other JSON body carries NaN, Infinity, huge numbers or control characters
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks", "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        sent = (tmp_path / "hostile-bodies.log").read_bytes().splitlines()
+        assert len(sent) >= 10 and any(b"NaN" in line for line in sent)
         assert daemon.process.poll() is None
     finally:
         daemon.stop()

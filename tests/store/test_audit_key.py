@@ -255,13 +255,33 @@ def test_writers_refuse_a_keyed_chain_without_its_key(keyed: Store, key_file: Pa
 
 
 def test_a_key_file_of_another_database_is_refused(keyed: Store, key_file: Path, tmp_path: Path) -> None:
+    """A database with a chain of its own, pointed at another database's key file."""
     other = open_store(f"sqlite:///{tmp_path / 'other.db'}")
+    _append(other, "its-own-history")
     attach(other, AuditKey(key_file))
     with pytest.raises(StateError, match="belongs to another state database"), other.write() as conn:
         audit.append(conn, NOW, [audit.Event("x", "t")])
     with other.read() as conn:
         assert "belongs to another state database" in audit.verify(conn).reason
     other.close()
+
+
+def test_a_new_empty_database_beside_another_ones_key_gets_its_own(
+    keyed: Store, key_file: Path, tmp_path: Path
+) -> None:
+    """A state database dropped and recreated empty (a supervisor restarts the daemon, migrations
+    run) starts a keyed chain of its own; the old key file stays untouched for the old chain."""
+    before = key_file.read_bytes()
+    fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    attach(fresh, AuditKey(key_file))
+    _append(fresh, "first", "second")
+    assert key_file.read_bytes() == before
+    own = list(key_file.parent.glob("audit-key.*.json"))
+    assert len(own) == 1 and stat.S_IMODE(own[0].stat().st_mode) == 0o600
+    assert _verify_with(fresh.url, key_file).keyed_from == 1  # a later process finds its own key
+    _append(keyed, "old-database-still-works")
+    assert _verify(keyed).ok
+    fresh.close()
 
 
 def test_a_key_file_that_is_not_one_is_a_settings_error(keyed: Store, key_file: Path) -> None:
