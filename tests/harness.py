@@ -144,7 +144,9 @@ class Project:
             check=False,
         )
 
-    def start_daemon(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+    def start_daemon(
+        self, *args: str, env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None
+    ) -> DaemonProcess:
         n = len(self.daemons)
         log_path, out_path = self.root / f"daemon-{n}.log", self.root / f"daemon-{n}.out"
         with open(log_path, "wb") as log, open(out_path, "wb") as out:
@@ -154,6 +156,7 @@ class Project:
                 env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=log,
+                preexec_fn=preexec_fn,
             )
         daemon = DaemonProcess(process, log_path, out_path)
         self.daemons.append(daemon)

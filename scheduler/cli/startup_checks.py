@@ -8,6 +8,7 @@ import tempfile
 from types import FrameType
 
 from scheduler.config.settings import Settings
+from scheduler.daemon.signals import unblock_stop_signals
 from scheduler.errors import StateError
 
 
@@ -42,6 +43,7 @@ class StopSignalsUntilStarted:
     KeyboardInterrupt traceback; the daemon installs its own handlers when it starts."""
 
     def __enter__(self) -> StopSignalsUntilStarted:
+        unblock_stop_signals()
         self._previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         return self
 

@@ -11,6 +11,16 @@ import signal
 from types import FrameType
 from typing import Any
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def unblock_stop_signals() -> None:
+    """A blocked signal mask is inherited through fork and exec: a daemon started by a parent
+    that had SIGTERM blocked (a test runner, some wrappers and init scripts) would never see its
+    SIGTERM, and neither would the runs it starts. Threads inherit the mask of the thread that
+    starts them, so this runs before any thread exists."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
 
 class SignalFlags:
     """What signals asked for since `install`; `restore` puts the previous handlers back."""
@@ -21,6 +31,7 @@ class SignalFlags:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        unblock_stop_signals()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self.request_stop)
         self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
