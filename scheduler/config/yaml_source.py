@@ -85,9 +85,6 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         data = _Builder(source, problems).build(node, ())
     except _TooBig as exc:
         raise ConfigError([exc.problem]) from None
-    except RecursionError:
-        message = f"invalid YAML: nested deeper than {tuning.YAML_MAX_DEPTH} levels"
-        raise ConfigError([Problem(file, 1, 1, message)]) from None
     if problems:
         raise ConfigError(problems)
     return data, source

@@ -30,6 +30,7 @@ from scheduler.store import audit_chain as chain
 from scheduler.store.audit_key import AuditKey, Binding, attached
 from scheduler.store.audit_verify import VerifyResult, verify
 from scheduler.store.engine import after_commit
+from scheduler.store.migrations import stored_installation_id
 from scheduler.store.schema import audit, meta, scrub
 
 __all__ = ["Event", "VerifyResult", "append", "audit", "meta", "query", "verify"]
@@ -112,8 +113,9 @@ def _unkeyed(recorded: str | None) -> None:
 def _keying(conn: Connection, key: AuditKey, last_id: int, recorded: str | None) -> tuple[Binding | None, str | None]:
     """The binding this chain is keyed with (None: not keyed yet, start now), and what is wrong
     with the keyed start the key file names, if anything (checked once per process)."""
+    this = stored_installation_id(conn) if not key.installation_checked else None
     if key.binding is None and not key.installation_checked:
-        key.settle_path(chain.installation(conn))
+        key.settle_path(this)
     binding = key.binding or key.read()
     if binding is None:
         # A pending key whose first row committed: its writer died (or is about to promote it).
@@ -128,7 +130,6 @@ def _keying(conn: Connection, key: AuditKey, last_id: int, recorded: str | None)
             )
         return None, None
     if not key.installation_checked:
-        this = chain.installation(conn)
         if binding.installation_id != this and last_id == 0 and recorded is None and this is not None:
             # A new, empty state database where another stood (dropped and recreated, or moved away
             # to start over): it gets a key file of its own; the other's stays as it is.
@@ -161,7 +162,7 @@ def _keying(conn: Connection, key: AuditKey, last_id: int, recorded: str | None)
 def _start_keying(conn: Connection, key: AuditKey, keyed_from: int) -> Binding:
     """A new key for rows from `keyed_from` on; its file appears (and this process keeps it)
     once this transaction commits. After a rollback the next append starts again."""
-    this = chain.installation(conn)
+    this = stored_installation_id(conn)
     if this is None:
         raise StateError("the state database has lost its installation id (meta was edited); the audit key needs it")
     binding, pending = key.make_pending(this, keyed_from)

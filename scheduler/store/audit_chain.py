@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from scheduler.store.audit_key import Binding
-from scheduler.store.migrations import INSTALLATION_KEY
 from scheduler.store.schema import audit, meta, scrub
 
 HEAD_KEY = "audit_head"
@@ -92,11 +91,6 @@ def last_row(conn: Connection) -> tuple[int, str]:
     """The id and hash of the chain's last row; (0, GENESIS) for an empty chain."""
     row = conn.execute(select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)).first()
     return (0, GENESIS) if row is None else (row.id, row.hash)
-
-
-def installation(conn: Connection) -> str | None:
-    """This database's installation id (see `scheduler.store.migrations`), None when it is gone."""
-    return conn.execute(select(meta.c.value).where(meta.c.key == INSTALLATION_KEY)).scalar_one_or_none()
 
 
 def shown(value: str) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DatabaseError
 
 from scheduler.store import audit_chain as chain
 from scheduler.store.audit_key import AuditKey, Binding, attached
+from scheduler.store.migrations import stored_installation_id
 from scheduler.store.schema import audit
 
 _DAMAGE_SHOWN = 5  # lines of SQLite's integrity report quoted
@@ -151,13 +152,13 @@ class _Walk:
         """Which key the chain must be keyed with (None without a key file), or what is wrong."""
         if self.key is None:
             return None
-        self.key.settle_path(chain.installation(conn))
+        this = stored_installation_id(conn)
+        self.key.settle_path(this)
         binding = self.key.read()
         if binding is None:  # a key whose first row committed while its writer died
             binding = self.key.recover_pending(lambda b: chain.start_problem(conn, b) is None, promote=False)
         if binding is None:
             return None
-        this = chain.installation(conn)
         if binding.installation_id != this:
             return (
                 f"the audit key file {self.key.path} belongs to another state database (installation "

@@ -63,6 +63,12 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 INSTALLATION_KEY = "installation_id"
 
 
+def stored_installation_id(conn: Connection) -> str | None:
+    """The id `installation_id` reads, or None when `meta` has lost it (the audit key checks
+    the database it belongs to with this, and must not fail on an edited meta table)."""
+    return conn.execute(select(meta.c.value).where(meta.c.key == INSTALLATION_KEY)).scalar_one_or_none()
+
+
 def installation_id(conn: Connection) -> str:
     """This state database's id (random, made once when the database is created or upgraded)."""
     return str(conn.execute(select(meta.c.value).where(meta.c.key == INSTALLATION_KEY)).scalar_one())
