@@ -65,3 +65,12 @@ OPEN_FILES_WANTED = 65536  # the daemon raises its soft RLIMIT_NOFILE to this (o
 PIPELINE_CHECK_TIMEOUT_S = 300.0  # default of the pipeline_check_timeout setting: the check imports ZenML and
 # every pipeline module, so minutes mean a hang
 LOG_TAIL_CHARS = 400  # of a child's output kept as the error of a run that ended without a result
+# after: triggers and the follower child
+FOLLOWER_INTERVAL_S = 1.0  # how often the follower asks ZenML for runs that ended (setting follower_interval)
+FOLLOWER_OVERLAP_S = 60.0  # it re-reads this far before its cursor: a run committed late is not missed
+FOLLOWER_BACKOFF_MIN_S = 1.0  # restart delays after the follower died: doubling from here...
+FOLLOWER_BACKOFF_MAX_S = 60.0  # ...up to here (and reset after it ran this long)
+FOLLOWER_STOP_S = 5.0  # SIGTERM to SIGKILL when the follower is stopped
+AFTER_PASS_S = 1.0  # how often the loop looks at upstream runs and debounced matches when nothing new came
+AFTER_BATCH = 500  # upstream runs handled per pass
+AFTER_DETAILS_WAIT_S = 300.0  # how long an own run waits for the follower's record of its metadata and outputs

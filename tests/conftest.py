@@ -19,6 +19,7 @@ HEAVY_GROUPS = {
     "tests.child.test_launch": "zenml", "tests.child.test_repair": "zenml", "tests.child.test_check": "zenml",
     "tests.child.test_store_setup": "zenml",
     "tests.pipelines.test_batch_inference": "zenml", "tests.daemon.test_daemon": "zenml",
+    "tests.upstream.test_after_zenml": "zenml",
     "tests.deploy.test_container": "container",
 }  # fmt: skip
 ZENML_TESTS_ELSEWHERE = {"test_a_dropped_csv_is_scored_by_a_real_zenml_run"}

@@ -29,9 +29,15 @@ def base_env(zenml_config: Path) -> dict[str, str]:
 # A stand-in for the Python interpreter that children are started with: it answers
 # `-m scheduler.child SPEC` according to the job's `mode` parameter (no ZenML, well under a
 # second), so policy tests can produce successes, failures, hangs and grandchildren on purpose.
+# The follower (`-m scheduler.child.follower`) is the real one.
 # Every launch leaves a marker file `<run_key>#<attempt>` in `markers` when the job names one.
 STAND_IN = """#!{python}
 import json, os, signal, subprocess, sys, time
+if sys.argv[2] == "scheduler.child.follower":  # the follower reads the real ZenML store...
+    if os.environ.get("STAND_IN_FOLLOWER") == "crash":  # ...unless asked to die at once
+        print("follower crashed on purpose", file=sys.stderr, flush=True)
+        sys.exit(3)
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 if sys.argv[2] != "scheduler.child":  # the pipeline check or the ZenML repair: nothing to do here
     if len(sys.argv) > 4:
         open(sys.argv[4], "w").write(json.dumps({{"found": False, "action": "none"}}))

@@ -144,8 +144,10 @@ def build_app(
             refuse(request, 422, "; ".join(p.msg for p in exc.problems), errors=[p.as_dict() for p in exc.problems])
         missing = [k for k in templated_keys(job_obj.spec.parameters) if k not in overrides.parameters]
         if missing:
-            refuse(request, 422, f"{job} is a watch job: its parameters {', '.join(missing)} are filled from "
-                                 "arriving files; set them to start it by hand")  # fmt: skip
+            origin = "the upstream run" if job_obj.spec.after is not None else "arriving files"
+            kind = "an after" if job_obj.spec.after is not None else "a watch"
+            refuse(request, 422, f"{job} is {kind} job: its parameters {', '.join(missing)} are filled from "
+                                 f"{origin}; set them to start it by hand")  # fmt: skip
         try:
             done = backend.trigger(job, overrides, idempotency_key, f"api:{key}")
         except IdempotencyConflict as exc:

@@ -147,6 +147,11 @@ def trigger(settings: Settings, job: str, params: tuple[str, ...], wait: bool, n
     options.job_or_fail(settings, config, job)
     overrides = _parse_params(params)
     missing = [key for key in templated_keys(config.jobs[job].spec.parameters) if key not in overrides]
+    if missing and config.jobs[job].spec.after is not None:
+        raise click.UsageError(
+            f"{job} is an after job: its parameters {', '.join(missing)} are filled from the upstream run; "
+            f"give them for a manual run, e.g. --param {missing[0]}=VALUE"
+        )
     if missing:
         raise click.UsageError(
             f"{job} is a watch job: its parameters {', '.join(missing)} are filled from the files that arrive; "

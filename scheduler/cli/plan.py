@@ -56,7 +56,35 @@ def build_plan(config: Config, stored: dict[str, dict[str, Any]], rows: dict[str
         "unchanged": len(diff.unchanged),
         "next": {name: upcoming(config.jobs[name], now) for name in touched if config.jobs[name].spec.enabled},
         "catch_up_at_next_start": catch_up,
+        "trigger_graph": trigger_graph(config),
     }
+
+
+def trigger_graph(config: Config) -> list[dict[str, Any]]:
+    """The edges of `after:` triggers, upstream first: which job or pipeline starts which job, on what."""
+    edges = []
+    for name, job in sorted(config.jobs.items()):
+        after = job.spec.after
+        if after is None:
+            continue
+        edges.append({
+            "upstream": {"job": after.job} if after.job is not None else {"pipeline": after.pipeline},
+            "job": name, "status": list(after.statuses), "when": after.when, "debounce": after.debounce,
+            "enabled": job.spec.enabled,
+        })  # fmt: skip
+    return edges
+
+
+def render_graph(edges: list[dict[str, Any]]) -> list[str]:
+    lines = ["Trigger graph (after:):"] if edges else []
+    for edge in edges:
+        upstream = edge["upstream"].get("job") or f"pipeline {edge['upstream']['pipeline']} (any run)"
+        terms = ["|".join(edge["status"])]
+        terms += [f"when {edge['when']}"] if edge["when"] else []
+        terms += [f"debounce {edge['debounce']}"] if edge["debounce"] else []
+        terms += [] if edge["enabled"] else ["disabled"]
+        lines.append(f"  {upstream} -> {edge['job']}  [{'; '.join(terms)}]")
+    return lines
 
 
 def emptying_warning(config: Config, active: list[str], allow_empty: bool) -> Problem | None:
@@ -87,6 +115,7 @@ def render_plan(plan: dict[str, Any]) -> str:
     for name, what in plan["catch_up_at_next_start"].items():
         lines.append(f"  {name}: a daemon starting now would catch up {what['fire'] or 'nothing'}, "
                      f"skip {what['skipped']} missed slot(s) and {what['expired']} past the grace window")  # fmt: skip
+    lines += render_graph(plan["trigger_graph"])
     counts = (len(plan["added"]), len(plan["changed"]), len(plan["removed"]))
     lines.append("No changes." if not any(counts) else "Plan: {} to add, {} to change, {} to remove.".format(*counts))
     return "\n".join(lines)

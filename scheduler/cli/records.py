@@ -42,7 +42,7 @@ def history(settings: Settings, job: str | None, status: str | None, limit: int,
         return
     click.echo(
         render_table(
-            ["RUN KEY", "ATTEMPT", "TRIGGER", "STATUS", "STARTED", "FINISHED", "ZENML RUN", "ERROR"],
+            ["RUN KEY", "ATTEMPT", "TRIGGER", "STATUS", "STARTED", "FINISHED", "ZENML RUN", "UPSTREAM", "ERROR"],
             [
                 [
                     r["run_key"],
@@ -52,6 +52,7 @@ def history(settings: Settings, job: str | None, status: str | None, limit: int,
                     r["started_at"] or "-",
                     r["finished_at"] or "-",
                     r["zenml_run_id"] or "-",
+                    r["upstream"] or "-",
                     (r["error"] or "")[:80],
                 ]
                 for r in rows

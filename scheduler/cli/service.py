@@ -12,6 +12,7 @@ from scheduler.cli import exit_codes, options
 from scheduler.config.settings import Settings
 from scheduler.daemon.lease import current_holder
 from scheduler.store.engine import masked_url
+from scheduler.store.upstream_runs import read_follower_state
 from scheduler.store.urls import check_url
 from scheduler.timing.clock import utcnow
 
@@ -31,18 +32,25 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
 def health(settings: Settings, as_json: bool) -> None:
     """Exit 0 when a daemon's heartbeat on this state database is fresh, 3 otherwise."""
     now = utcnow()
-    holder = current_holder(options.reading(settings), now, timedelta(seconds=settings.lease_ttl))
+    store = options.reading(settings)
+    holder = current_holder(store, now, timedelta(seconds=settings.lease_ttl))
+    with store.read() as conn:
+        follower = read_follower_state(conn) if holder is not None else None
     report = {
         "healthy": holder is not None,
         "host": holder.host if holder else None,
         "pid": holder.pid if holder else None,
         "since": holder.started_at.isoformat() if holder else None,
         "heartbeat_age_s": round((now - holder.heartbeat_at).total_seconds(), 1) if holder else None,
+        # the child that reads ZenML runs for after: triggers: running, down (restarting), or off
+        "follower": follower or {"state": "off"},
     }
     if as_json:
         click.echo(json.dumps(report))
     elif holder is not None:
         click.echo(f"healthy: {holder.describe()}, heartbeat {report['heartbeat_age_s']}s ago")
+        if follower and follower.get("state") == "down":
+            click.echo(f"follower down since {follower.get('since')}: {follower.get('error') or 'no error output'}")
     else:
         click.echo(f"unhealthy: no daemon heartbeat within {settings.lease_ttl:.0f}s", err=True)
     if holder is None:

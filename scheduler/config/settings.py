@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     audit_key_file: Path | None = Field(
         None, description="Key file of the audit chain (HMAC); default state_dir/audit-key.json, made on first use."
     )
+    max_chain_depth: int = Field(
+        10, ge=1, le=1000, description="Most upstream runs in a chain of after: triggers; a longer one is skipped."
+    )
+    follower_interval: float = Field(
+        tuning.FOLLOWER_INTERVAL_S, ge=0.1, le=3600, description="Seconds between the follower's reads of ZenML runs."
+    )
     # The HTTP API (see the README's "HTTP API" section).
     api_enabled: bool = Field(False, description="Serve the HTTP API from the daemon.")
     api_host: str = Field("127.0.0.1", description="Address the API binds; non-loopback needs API keys.")
@@ -101,6 +107,7 @@ class Settings(BaseSettings):
         "lease_ttl",
         "pipeline_check_timeout",
         "api_request_timeout",
+        "follower_interval",
         mode="before",
     )
     @classmethod

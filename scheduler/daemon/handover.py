@@ -1,5 +1,5 @@
 """What other threads hand to the main loop: slots from the timer thread, complete files and
-notices from the watchers, and fires an API thread has already recorded.
+notices from the watchers, fires an API thread has already recorded, and what the follower read.
 
 Handing over is all those threads do; deciding and writing happen on the main loop, which
 drains everything at the start of each tick.
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scheduler.child.protocol import FollowedRun, FollowerNote
 from scheduler.policy.file_runs import Dispatch
 from scheduler.policy.fire_request import FireRequest
 from scheduler.policy.keys import slot_run_key
@@ -26,6 +27,8 @@ class Drained:
     files: list[Dispatch] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     recorded: list[FireResult] = field(default_factory=list)  # fires an API thread wrote; the rest is ours
+    followed: list[FollowedRun] = field(default_factory=list)  # ended ZenML runs the follower read
+    notes: list[FollowerNote] = field(default_factory=list)  # what else the follower said
 
 
 class HandOver:
@@ -35,7 +38,7 @@ class HandOver:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._early: list[Any] = []
 
-    def put(self, item: Dispatch | Notice | FireResult) -> None:
+    def put(self, item: Dispatch | Notice | FireResult | FollowedRun | FollowerNote) -> None:
         self._queue.put(item)
 
     def slots(self, job: str, times: list[datetime]) -> None:
@@ -63,6 +66,10 @@ class HandOver:
                 drained.files.append(item)
             elif isinstance(item, Notice):
                 drained.notices.append(item)
+            elif isinstance(item, FollowedRun):
+                drained.followed.append(item)
+            elif isinstance(item, FollowerNote):
+                drained.notes.append(item)
             else:
                 drained.recorded.append(item)
         return drained

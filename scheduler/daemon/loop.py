@@ -87,6 +87,7 @@ class Daemon:
         self.watchers = shell.watchers(store, self.handover.put)
         self.services = shell.services(self)  # the API's port is bound in start(), once the lease is ours
         self.head_log = HeadLog(store, shell.monotonic)
+        self.after = shell.after_triggers(self)
         self.next_fires: dict[str, datetime | None] = {}
         self.stopping_since: float | None = None
         self._next_heartbeat = 0.0
@@ -120,6 +121,7 @@ class Daemon:
         now = self.now()
         self.lease.acquire(now)
         self.services.bind()
+        self.after.start(now)
         with self.store.write() as conn:
             apply_config(conn, self.config, now, "daemon")
             self._recover(conn, now)
@@ -170,6 +172,7 @@ class Daemon:
         self._pending_notices += drained.notices
         for result in drained.recorded:
             self._after_fire(result)
+        self.after.take(drained.followed, drained.notes)
         self._pending_fires += drained.slots
         if self.stopping:
             # Not recorded: the next start sees them after the slot watermark and catches up per policy.
@@ -179,8 +182,10 @@ class Daemon:
         if not self.stopping:
             self.launcher.start_queued(now, self.config, self.run_limits)
         self.ends.enforce_timeouts(self.timeouts)
-        self.ends.collect(now, self.config)
+        if self.ends.collect(now, self.config):
+            self.after.wake()
         if not self.stopping:
+            self._follow_runs(now)
             self._follow_config(now)
         self.notifier.watchdog()
         self.head_log.tick()
@@ -216,6 +221,13 @@ class Daemon:
         """One line for systemd's STATUS=: what is scheduled and what runs."""
         return (f"{len(self.config.jobs)} jobs (revision {self.config.revision}), {len(self.watchers)} watching, "
                 f"{self.runner.active} running, max {self.settings.max_concurrent_runs}")  # fmt: skip
+
+    # ---- after: triggers -----------------------------------------------------------------------
+    def _follow_runs(self, now: datetime) -> None:
+        """Upstream runs that ended (ours, and what the follower read from ZenML) become fires."""
+        result = self.after.tick(now, self.config)
+        if result is not None:
+            self._after_fire(result)
 
     # ---- hot reload ------------------------------------------------------------------------
     def _follow_config(self, now: datetime) -> None:
@@ -336,6 +348,7 @@ class Daemon:
             self.timer.stop()
             self.watchers.stop_all()
             self.services.stop()
+            self.after.stop(self.now() if self.lease.held else None)
             held = self.lease.held
             self._release_lease()
             if held:  # released on the record (daemon-stopped): the final head, if it can still be read

@@ -34,9 +34,11 @@ class RunEnds:
             limit = timeouts[child.job] or 0
             self.runner.stop(child.run_id, f"timed out after {format_duration(limit)}", status="timed_out")
 
-    def collect(self, now: datetime, config: Config) -> None:
-        """Record the outcomes of the children that ended, and what the ZenML repairs found."""
+    def collect(self, now: datetime, config: Config) -> bool:
+        """Record the outcomes of the children that ended, and what the ZenML repairs found;
+        True when an outcome was recorded."""
         self.pending += self.runner.poll()
+        recorded = bool(self.pending)
         if self.pending:
             with self.store.write() as conn:
                 for outcome in self.pending:
@@ -48,6 +50,7 @@ class RunEnds:
             with self.store.write() as conn:
                 for run_id, report in reports:
                     ledger.record_repair(conn, run_id, report, now)
+        return recorded
 
     def settle_unfollowed(self, now: datetime, config: Config) -> None:
         """After a pass the state database failed: a run whose claim committed although the daemon

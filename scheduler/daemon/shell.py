@@ -1,7 +1,8 @@
 """The daemon's I/O pieces, each made by a factory the `Daemon` calls: child processes, the
-APScheduler timer, folder watchers, the side services, the reloader, the lease and the monotonic
-clock. `Shell()` makes the real ones; the simulation (tests/simulation) passes its own, so the
-same loop runs against a simulated world under simulated time."""
+APScheduler timer, folder watchers, the side services, the reloader, the lease, the after
+triggers with their follower child and the monotonic clock. `Shell()` makes the real ones; the
+simulation (tests/simulation) passes its own, so the same loop runs against a simulated world
+under simulated time."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from scheduler.daemon.services import Services
 from scheduler.daemon.timer import SlotSink, SlotTimer
 from scheduler.runs.runner import Runner
 from scheduler.store.engine import Store
+from scheduler.upstream.after_triggers import AfterTriggers
+from scheduler.upstream.follower_process import FollowerProcess
 from scheduler.watch.folder_watcher import Emit
 from scheduler.watch.watchers import FolderWatchers
 
@@ -42,6 +45,15 @@ def real_reloader(settings: Settings, config: Config, check_pipelines: bool) -> 
     )  # fmt: skip
 
 
+def real_after_triggers(daemon: Daemon) -> AfterTriggers:
+    settings = daemon.settings
+    follower = FollowerProcess(
+        settings.python, daemon.config.project_root, daemon.runner.env, settings.resolved_state_dir / "follower.log",
+        daemon.handover.put, interval=settings.follower_interval, monotonic=daemon.monotonic,
+    )  # fmt: skip
+    return AfterTriggers(daemon.store, follower, daemon.grace, settings.max_chain_depth, daemon.monotonic)
+
+
 def real_lease(store: Store, settings: Settings, config: Config, monotonic: Callable[[], float]) -> Lease:
     return Lease(store, timedelta(seconds=settings.lease_ttl), str(config.path), monotonic=monotonic)
 
@@ -54,5 +66,6 @@ class Shell:
     services: Callable[[Daemon], Any] = real_services
     reloader: Callable[[Settings, Config, bool], Reloader] = real_reloader
     lease: Callable[[Store, Settings, Config, Callable[[], float]], Lease] = real_lease
+    after_triggers: Callable[[Daemon], AfterTriggers] = real_after_triggers
     monotonic: Callable[[], float] = time.monotonic
     signals: bool = True  # install SIGTERM/SIGINT/SIGHUP/SIGUSR1 handlers (not in a test's own process)

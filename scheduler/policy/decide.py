@@ -96,6 +96,8 @@ def decide(request: FireRequest, state: JobState, policy: Policy, now: datetime)
             return Skip(request, "paused", "job is paused")
         if request.trigger == "file" and not policy.in_window(now):
             return Skip(request, "outside-window", "file arrived outside the job's start/end window")
+        if request.trigger == "after" and not policy.in_window(now):
+            return Skip(request, "outside-window", "upstream run ended outside the job's start/end window")
         if slot is not None and not policy.in_window(slot):
             return Skip(request, "outside-window", "slot is outside the job's start/end window")
         if policy.max_runs is not None and state.launched >= policy.max_runs:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-TriggerKind = Literal["schedule", "catchup", "manual", "file"]
+TriggerKind = Literal["schedule", "catchup", "manual", "file", "after"]
 
 
 # Terminal and non-terminal run statuses, as stored and shown by `history`.
@@ -27,3 +27,5 @@ class FireRequest:
     preskip: tuple[str, str] | None = None  # (code, reason) decided earlier: recorded as skipped
     files: tuple[dict[str, Any], ...] = ()  # the files a file-triggered run is for, as audited
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> input -> value, over the job's steps
+    upstream: str | None = None  # an `after:` run's upstream run: our run key or the ZenML run id
+    chain: tuple[str, ...] = ()  # the upstream pipelines that led to an `after:` run, oldest first

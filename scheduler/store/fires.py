@@ -100,6 +100,7 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             "scheduled_for": request.scheduled_for, "created_at": now, "source": request.source,
             "config_revision": config.revision, "parameters_json": json.dumps(spec) if spec else None,
             "status": "queued", "reason": None, "finished_at": None, "not_before": None,
+            "upstream": request.upstream, "chain_json": json.dumps(list(request.chain)) if request.chain else None,
         }  # fmt: skip
         if isinstance(decision, Skip):
             row.update(status="skipped", reason=f"{decision.code}: {decision.reason}", finished_at=now)
@@ -140,6 +141,8 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             details = {**slot, "run_id": run_id, "launch": spec}
             if request.files:
                 details["files"] = list(request.files)
+            if request.upstream:
+                details["upstream"] = request.upstream
             if decision.not_before:
                 details["not_before"] = decision.not_before.isoformat()
             if decision.replaces:
@@ -150,6 +153,8 @@ def fire(conn: Connection, batch: Iterable[FireRequest], config: Config, now: da
             details = {**slot, "code": decision.code, "reason": decision.reason}
             if request.files:
                 details["files"] = list(request.files)
+            if request.upstream:
+                details["upstream"] = request.upstream
             events.append(Event("skip", request.source, **base, details=details))
     cancelled_queued = _end_replaced(conn, replaced, config.revision, now, events)
     exhausted = {r.job for r, d, _ in decided if isinstance(d, Skip) and d.code == "max-runs"}

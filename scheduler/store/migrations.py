@@ -10,7 +10,7 @@ from sqlalchemy import Connection, inspect, select, text
 
 from scheduler.errors import SchemaTooNewError, StateError
 from scheduler.store.db_errors import foreign_database
-from scheduler.store.schema import meta, metadata, runs, watched_files
+from scheduler.store.schema import after_pending, meta, metadata, runs, upstream_runs, watched_files
 
 
 # Each entry upgrades the schema from version N to N+1 for databases created by older releases.
@@ -53,12 +53,21 @@ def _v6_paused_through(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE jobs ADD COLUMN paused_through TIMESTAMP"))
 
 
+def _v7_after_triggers(conn: Connection) -> None:
+    """Upstream runs and debounced matches of `after:` triggers, and each run's upstream and chain."""
+    conn.execute(text("ALTER TABLE runs ADD COLUMN upstream VARCHAR(400)"))
+    conn.execute(text("ALTER TABLE runs ADD COLUMN chain_json TEXT"))
+    upstream_runs.create(conn)
+    after_pending.create(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v2_policies,
     _v3_watched_files,
     _v4_runs_job_status_index,
     _v5_installation_id,
     _v6_paused_through,
+    _v7_after_triggers,
 ]
 INSTALLATION_KEY = "installation_id"
 

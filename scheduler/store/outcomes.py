@@ -14,6 +14,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from scheduler.config.model import Config
 from scheduler.store.audit import Event, append
 from scheduler.store.schema import jobs, runs
+from scheduler.store.upstream_runs import record_own_end
 
 DAEMON = "daemon"
 # Outcomes that count as a failure of the slot (and are retried when the job allows it).
@@ -90,6 +91,8 @@ def record_outcome(conn: Connection, outcome: Outcome, config: Config, now: date
     if effects.retry_run_id is None and outcome.status in FAILURES and job is not None:
         effects = Effects(paused_job=_maybe_auto_pause(conn, run.job, job.spec.pause_after_failures, now, events))
     append(conn, now, events)
+    if effects.retry_run_id is None:  # the run's outcome for good: what `after:` triggers see
+        record_own_end(conn, run, outcome.status, outcome.zenml_run_id, config, now)
     return replace(effects, zenml_run_name=outcome.zenml_run_name or run.zenml_run_name)
 
 
@@ -104,6 +107,7 @@ def _insert_retry(conn: Connection, run: Any, not_before: datetime, now: datetim
         "run_key": run.run_key, "attempt": run.attempt + 1, "job": run.job, "trigger": run.trigger,
         "status": "queued", "scheduled_for": run.scheduled_for, "created_at": now, "source": "retry",
         "parameters_json": run.parameters_json, "config_revision": run.config_revision, "not_before": not_before,
+        "upstream": run.upstream, "chain_json": run.chain_json,
     }  # fmt: skip
     return conn.execute(insert(runs).values(**values).returning(runs.c.id)).scalar_one()
 

@@ -39,6 +39,8 @@ def run_record(row: Any) -> dict[str, Any]:
         "log_path": row.log_path,
         "config_revision": row.config_revision,
         "source": row.source,
+        "upstream": row.upstream,
+        "chain": json.loads(row.chain_json) if row.chain_json else [],
     }
 
 

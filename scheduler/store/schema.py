@@ -149,6 +149,10 @@ runs = Table(
     Column("config_revision", ScrubbedString(16)),
     Column("source", ScrubbedString(200), nullable=False),
     Column("not_before", UTCDateTime),  # schema 2: jitter and retry back-off
+    # schema 7: a run started by an `after:` trigger names its upstream run (our run key or the
+    # ZenML run id) and carries the chain of upstream pipelines that led to it (JSON list)
+    Column("upstream", ScrubbedString(400)),
+    Column("chain_json", Text),
     UniqueConstraint("run_key", "attempt", name="uq_runs_run_key_attempt"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_job_id", "job", "id"),
@@ -203,4 +207,43 @@ audit = Table(
     Column("prev_hash", ScrubbedString(64), nullable=False),
     Column("hash", ScrubbedString(64), nullable=False),
     Index("ix_audit_job", "job"),
+)
+
+# schema 7: ended runs that `after:` triggers look at, ours (recorded with the outcome, key
+# `run:<runs.id>`) and any ZenML run the follower read (key `zenml:<ZenML run id>`). A row is
+# handled once, in the transaction that records what it fired; `catchup` marks runs that ended
+# while no daemon was running (fired per the jobs' catchup policy).
+upstream_runs = Table(
+    "upstream_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", ScrubbedString(400), nullable=False, unique=True),
+    Column("origin", ScrubbedString(10), nullable=False),  # ours | zenml
+    Column("job", ScrubbedString(100)),
+    Column("pipeline", ScrubbedString(255)),
+    Column("zenml_run_id", ScrubbedString(64)),
+    Column("zenml_run_name", ScrubbedString(255)),
+    Column("status", ScrubbedString(20), nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("view_json", Text, nullable=False),
+    Column("chain_json", Text),
+    Column("catchup", Boolean, nullable=False, default=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("handled_at", UTCDateTime),
+    Index("ix_upstream_runs_handled", "handled_at"),
+    Index("ix_upstream_runs_zenml_run_id", "zenml_run_id"),
+)
+
+# schema 7: upstream runs an `after:` job with `debounce` matched and has not fired for yet; the
+# job fires once for all of them when no new one has ended for the quiet period.
+after_pending = Table(
+    "after_pending",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job", ScrubbedString(100), nullable=False),
+    Column("upstream_id", ScrubbedString(400), nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job", "upstream_id", name="uq_after_pending_job_upstream"),
 )

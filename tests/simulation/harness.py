@@ -55,6 +55,8 @@ jobs:
   limited: {pipeline: sim.p:p, every: 2m, max_runs: 3}
   timed: {pipeline: sim.p:p, every: 5m, timeout: 90s, retries: {max: 2, backoff: 10s}, pause_after_failures: 3}
   files: {pipeline: sim.p:p, watch: {path: incoming}, parameters: {input_path: "{path}"}}
+  after-every: {pipeline: sim.q:after, after: {job: every-min, status: [succeeded, failed, cancelled, timed_out, lost]},
+                concurrency: allow, parameters: {upstream: "{upstream.run_key}"}}
 """
 EXTRA = "  extra: {pipeline: sim.p:p, every: 1m, concurrency: queue}\n"
 VARIANTS = {

@@ -284,5 +284,31 @@ def every_file_recorded(sim: Simulation) -> list[str]:
             if name not in recorded]  # fmt: skip
 
 
+AFTER_JOB, UPSTREAM_JOB = "after-every", "every-min"
+
+
+def every_upstream_end_followed(sim: Simulation) -> list[str]:
+    """Each run of the upstream job that ended for good (no retry left) has its `after:` run, or
+    its skip, on the record under `<after job>@after:<run key>#<attempt>`: none dropped, whatever
+    crashed in between (exactly once is the unique run key's part)."""
+    with sim.cli.read() as conn:
+        ended = conn.execute(
+            select(runs.c.run_key, runs.c.attempt, runs.c.status).where(runs.c.job == UPSTREAM_JOB)
+        ).all()
+        keys = set(conn.execute(select(runs.c.run_key).where(runs.c.job == AFTER_JOB)).scalars())
+        keys |= set(conn.execute(select(audit_table.c.run_key).where(audit_table.c.job == AFTER_JOB)).scalars())
+    latest: dict[str, tuple[int, str]] = {}
+    for key, attempt, status in ended:
+        if key not in latest or attempt > latest[key][0]:
+            latest[key] = (attempt, status)
+    return [
+        f"{key} attempt {attempt} ended {status}, and {AFTER_JOB} has no run or skip for it"
+        for key, (attempt, status) in latest.items()
+        if status in ("succeeded", "failed", "cancelled", "timed_out", "lost")
+        and f"{AFTER_JOB}@after:{key}#{attempt}" not in keys
+    ]
+
+
 def at_the_end(sim: Simulation) -> list[str]:
-    return [f"{check.__name__}: {v}" for check in (every_slot_accounted_for, every_file_recorded) for v in check(sim)]
+    checks = (every_slot_accounted_for, every_file_recorded, every_upstream_end_followed)
+    return [f"{check.__name__}: {v}" for check in checks for v in check(sim)]
