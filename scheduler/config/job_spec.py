@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler import tuning
+from scheduler.config.after_spec import AfterSpec
 from scheduler.config.notify_spec import NotifyTarget
 from scheduler.config.watch_spec import WatchSpec
 from scheduler.timing.cron import TriggerError
@@ -95,6 +96,7 @@ class JobSpec(BaseModel):
     every: str | None = None
     at: datetime | None = None
     watch: WatchSpec | None = None
+    after: AfterSpec | None = None
     timezone: str = "UTC"
     parameters: dict[str, Any] = {}
     steps: dict[str, StepConfig] = {}

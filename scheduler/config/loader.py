@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from scheduler import tuning
+from scheduler.config.after_checks import after_problems, no_upstream_problems, upstream_job_problems
 from scheduler.config.job_spec import JobSpec
 from scheduler.config.model import Config, Job
 from scheduler.config.watch_roots import StatePaths, WatchRoots
@@ -29,11 +30,23 @@ from scheduler.errors import ConfigError, Problem
 from scheduler.timing.cron import TriggerError
 from scheduler.timing.cron_trigger import CronTrigger
 from scheduler.timing.durations import parse_duration
-from scheduler.timing.triggers import FileTrigger, IntervalTrigger, OneOffTrigger, Trigger, WindowedTrigger
+from scheduler.timing.triggers import (
+    AfterTrigger,
+    FileTrigger,
+    IntervalTrigger,
+    OneOffTrigger,
+    Trigger,
+    WindowedTrigger,
+)
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # The keys of which a job gives exactly one: what starts its runs.
-TRIGGER_KEYS = ("cron", "every", "at", "watch")
+TRIGGER_KEYS = ("cron", "every", "at", "watch", "after")
+# Triggers `defaults:` may not give: every job without its own trigger would inherit it.
+NOT_DEFAULT_TRIGGERS = {
+    "after": "defaults cannot set after: every job without a trigger of its own would run after the same "
+    "upstream; give after: to each job that needs it",
+}
 SUPPORTED_VERSION = 1
 
 
@@ -84,7 +97,9 @@ def parse_config(text: str, path: Path, revision: str, state: StatePaths | None 
     for key in defaults:
         if key not in JobSpec.model_fields:
             problems.append(source.problem(("defaults", key), _unknown_field(key), key=True))
-    defaults = {k: v for k, v in defaults.items() if k in JobSpec.model_fields}
+        elif key in NOT_DEFAULT_TRIGGERS:
+            problems.append(source.problem(("defaults", key), NOT_DEFAULT_TRIGGERS[key], key=True))
+    defaults = {k: v for k, v in defaults.items() if k in JobSpec.model_fields and k not in NOT_DEFAULT_TRIGGERS}
     jobs_raw = data.get("jobs")
     if jobs_raw is None:
         jobs_raw = {}
@@ -99,6 +114,7 @@ def parse_config(text: str, path: Path, revision: str, state: StatePaths | None 
         job = _build_job(str(name), raw_job, defaults, source, problems, path.resolve().parent, roots)
         if job is not None:
             jobs[job.name] = job
+    problems += upstream_job_problems(jobs, [str(name) for name in jobs_raw], source)
     if problems:
         raise ConfigError(sorted(set(problems), key=lambda p: (p.line, p.column, p.message)))
     # `jobs: {}` says "no jobs" on purpose; a bare `jobs:` (null) is as likely a save gone wrong.
@@ -142,7 +158,7 @@ def _build_job(
         found = ", ".join(triggers) if triggers else "none"
         problems.append(
             source.problem(
-                where, f"job {name!r} needs exactly one trigger of cron, every, at, watch (found: {found})", key=True
+                where, f"job {name!r} needs exactly one trigger of {', '.join(TRIGGER_KEYS)} (found: {found})", key=True
             )
         )
     try:
@@ -175,6 +191,13 @@ def _build_job(
         return None
     if start is not None or end is not None:
         trigger = WindowedTrigger(trigger, start, end)
+    found_problems = (
+        after_problems(spec, origin, where) if spec.after is not None else no_upstream_problems(spec, origin, where)
+    )
+    for path, message in found_problems:
+        problems.append(source.problem(path, message))
+    if found_problems:
+        return None
     watch_root = None
     if spec.watch is not None:
         found = [
@@ -215,6 +238,8 @@ def _trigger(spec: JobSpec) -> Trigger:
         return IntervalTrigger(int(parse_duration(spec.every)))
     if spec.watch is not None:
         return FileTrigger(spec.watch.path)
+    if spec.after is not None:
+        return AfterTrigger(spec.after.describe)
     at = _local(spec.at, spec.timezone)
     assert at is not None
     return OneOffTrigger(at)

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scheduler.config.after_spec import AfterSpec
+from scheduler.config.conditions import DETAIL_FIELDS, Condition, compile_condition
 from scheduler.config.job_spec import JobSpec
+from scheduler.config.upstream_templates import reads_details
 from scheduler.config.yaml_source import SourceMap
 from scheduler.timing.durations import format_duration, parse_duration
 from scheduler.timing.triggers import Trigger
@@ -36,6 +39,8 @@ class Job:
             return f"every {format_duration(parse_duration(self.spec.every))}"
         if self.spec.watch is not None:
             return f"watch {self.spec.watch.path}"
+        if self.spec.after is not None:
+            return f"after {self.spec.after.describe}"
         assert self.spec.at is not None
         return f"at {self.spec.at.isoformat()}"
 
@@ -55,6 +60,34 @@ class Job:
     @property
     def is_watch(self) -> bool:
         return self.spec.watch is not None
+
+    @property
+    def is_after(self) -> bool:
+        return self.spec.after is not None
+
+    @property
+    def after(self) -> AfterSpec | None:
+        return self.spec.after
+
+    @functools.cached_property
+    def condition(self) -> Condition | None:
+        """The compiled `after.when`, or None without one. The loader has compiled it already
+        (compiling is cached by text), so this does not fail for a loaded config."""
+        after = self.spec.after
+        return compile_condition(after.when) if after is not None and after.when is not None else None
+
+    @functools.cached_property
+    def needs_upstream_details(self) -> bool:
+        """Whether `when` or a template reads metadata, steps or artifacts: those come from the
+        ZenML record of the upstream run, which the daemon then waits for before deciding."""
+        if self.spec.after is None:
+            return False
+        condition = self.condition
+        if condition is not None and condition.fields & set(DETAIL_FIELDS):
+            return True
+        return reads_details(self.spec.parameters) or any(
+            reads_details(step.parameters) for step in self.spec.steps.values()
+        )
 
     def first_fire_after(self, now: datetime) -> datetime | None:
         """The job's next slot after `now`; None when it is disabled or never fires again."""

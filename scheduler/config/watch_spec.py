@@ -110,7 +110,7 @@ def template_problems(parameters: dict[str, Any], mode: str) -> list[tuple[KeyPa
     """
     allowed = template_names(mode)
     problems = []
-    for key, value in _strings(parameters, ()):
+    for key, value in string_values(parameters, ()):
         try:
             parsed = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
         except ValueError as exc:
@@ -118,7 +118,9 @@ def template_problems(parameters: dict[str, Any], mode: str) -> list[tuple[KeyPa
             continue
         fields = [name for name, _, _ in parsed]
         for name in fields:
-            if name not in allowed:
+            if name.split(".")[0] == "upstream":
+                problems.append((key, f"{{{name}}} is filled only in after: jobs; {mode} allows {_listed(allowed)}"))
+            elif name not in allowed:
                 problems.append((key, f"unknown template {{{name}}} in {value!r}; {mode} allows {_listed(allowed)}"))
         if any(spec or conv for _, spec, conv in parsed):
             problems.append((key, f"template {value!r}: format specs and conversions are not supported"))
@@ -148,12 +150,12 @@ def render_parameters(parameters: dict[str, Any], values: dict[str, Any]) -> dic
 
 def templated_keys(parameters: dict[str, Any]) -> list[str]:
     """Top-level parameters whose value holds a template (a manual run must give them)."""
-    return sorted({str(key[0]) for key, value in _strings(parameters, ()) if _has_field(value)})
+    return sorted({str(key[0]) for key, value in string_values(parameters, ()) if _has_field(value)})
 
 
 def templated_paths(parameters: dict[str, Any]) -> list[KeyPath]:
     """Where in `parameters` a template is written."""
-    return [key for key, value in _strings(parameters, ()) if _has_field(value)]
+    return [key for key, value in string_values(parameters, ()) if _has_field(value)]
 
 
 def _has_field(value: str) -> bool:
@@ -163,13 +165,14 @@ def _has_field(value: str) -> bool:
         return False
 
 
-def _strings(value: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
+def string_values(value: Any, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    """(path, text) of every string in nested dicts and lists: where templates can be."""
     if isinstance(value, str):
         return [(path, value)]
     if isinstance(value, dict):
-        return [item for key, child in value.items() for item in _strings(child, (*path, str(key)))]
+        return [item for key, child in value.items() for item in string_values(child, (*path, str(key)))]
     if isinstance(value, list):
-        return [item for index, child in enumerate(value) for item in _strings(child, (*path, index))]
+        return [item for index, child in enumerate(value) for item in string_values(child, (*path, index))]
     return []
 
 

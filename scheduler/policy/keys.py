@@ -7,6 +7,7 @@ duplicate instead of a second run."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -56,6 +57,24 @@ def file_run_key(job: str, files: tuple[KeyedFile, ...]) -> str:
         return f"{job}@file:{seen.rel[: MAX_KEY - len(job) - 60]}...{digest}#{seen.identity}"
     members = "\n".join(sorted(f"{seen.rel}#{seen.identity}" for seen in files))
     return f"{job}@files:{len(files)}#{hashlib.sha256(members.encode()).hexdigest()[:16]}"
+
+
+def after_run_key(job: str, upstream_id: str) -> str:
+    """`<job>@after:<upstream id>`: the run of an after job for one upstream run. The id is the
+    upstream's ZenML run id, or (when it has none, e.g. it failed before reaching ZenML) our run
+    key with ``#<attempt>``; an id too long for the column keeps its start and a digest of it all."""
+    key = f"{job}@after:{upstream_id}"
+    if len(key) <= MAX_KEY:
+        return key
+    digest = hashlib.sha256(upstream_id.encode()).hexdigest()[:16]
+    return f"{job}@after:{upstream_id[: MAX_KEY - len(job) - 30]}...{digest}"
+
+
+def debounced_run_key(job: str, upstream_ids: Iterable[str]) -> str:
+    """The run of an after job for upstream runs that ended within one debounce period: keyed on
+    their sorted ids, so the same set always gets the same key (at most 123 characters)."""
+    members = "\n".join(sorted(upstream_ids))
+    return f"{job}@after:{hashlib.sha256(members.encode()).hexdigest()[:16]}"
 
 
 def api_run_key(job: str, idempotency_key: str) -> str:

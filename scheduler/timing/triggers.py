@@ -13,7 +13,8 @@ Contract shared by every trigger and function below:
 * feeding a result back in as ``after`` yields a strictly later instant, so a
   trigger never fires the same instant twice and never goes backwards.
 
-Three kinds of trigger exist:
+Three kinds of trigger fire at instants (`FileTrigger` and `AfterTrigger` have none: files and
+the ends of upstream runs start their jobs' runs):
 
 ``CronTrigger`` (`scheduler.timing.cron_trigger`)
     Standard (Vixie/POSIX) crontab semantics evaluated on the local wall
@@ -107,6 +108,18 @@ class FileTrigger:
 
 
 @dataclass(frozen=True)
+class AfterTrigger:
+    """An after job's trigger: the end of an upstream run starts its runs, so it has no
+    instants of its own. `source` names the upstream (``drift-check``, ``pipeline drift_pipeline``)."""
+
+    source: str
+
+    def next_after(self, after: datetime) -> datetime | None:
+        require_aware(after, "after")
+        return None
+
+
+@dataclass(frozen=True)
 class WindowedTrigger:
     """Another trigger's instants restricted to ``start <= s <= end`` (either bound optional).
 
@@ -115,7 +128,7 @@ class WindowedTrigger:
     minute until then.
     """
 
-    inner: CronTrigger | IntervalTrigger | OneOffTrigger | FileTrigger
+    inner: CronTrigger | IntervalTrigger | OneOffTrigger | FileTrigger | AfterTrigger
     start: datetime | None = None
     end: datetime | None = None
 
@@ -129,7 +142,7 @@ class WindowedTrigger:
         return following
 
 
-Trigger: TypeAlias = CronTrigger | IntervalTrigger | OneOffTrigger | FileTrigger | WindowedTrigger
+Trigger: TypeAlias = CronTrigger | IntervalTrigger | OneOffTrigger | FileTrigger | AfterTrigger | WindowedTrigger
 
 
 # --------------------------------------------------------------------------

@@ -128,7 +128,7 @@ jobs:
     assert found[1].startswith("9:15: timezone: unknown IANA timezone 'Mars/Olympus'")
     assert found[2].startswith("13:5: unknown job field 'retry'")
     assert found[3].startswith(
-        "14:3: job 'two-triggers' needs exactly one trigger of cron, every, at, watch (found: cron, every)"
+        "14:3: job 'two-triggers' needs exactly one trigger of cron, every, at, watch, after (found: cron, every)"
     )
     assert found[4].startswith("18:3: job 'no-trigger' needs exactly one trigger")
     assert found[5].startswith("21:15: pipeline: expected 'package.module:attribute'")

@@ -54,6 +54,10 @@ jobs:
   once:
     pipeline: pipelines.training:training_pipeline
     at: 2027-01-01T00:00:00+01:00
+  after-nightly:
+    pipeline: pipelines.training:training_pipeline
+    after: {job: nightly, status: [succeeded, failed], when: "metadata.score > 0.5", debounce: 1m}
+    parameters: {data_url: "{upstream.parameters.data_url}"}
 """
 
 DURATION = st.builds(
@@ -76,7 +80,7 @@ VALUES = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(HOSTILE_TEXT, children, max_size=4),
     max_leaves=12,
 )
-TRIGGERS = st.sampled_from(["cron", "every", "at", "watch"])
+TRIGGERS = st.sampled_from(["cron", "every", "at", "watch", "after"])
 BIG_INTS = st.integers(min_value=-1, max_value=10**30) | st.sampled_from([1, 2, 50, 10**9, 10**9 + 1, 2**63])
 INSTANTS = st.datetimes(
     min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.sampled_from([UTC, None])
@@ -114,9 +118,10 @@ def job_documents(draw: st.DrawFn) -> str:
         job[trigger] = draw(st.sampled_from({
             "cron": ["*/5 * * * *", "0 0 29 2 *"], "every": ["1s", "1d", "100000000000d"],
             "at": ["2027-01-01T00:00:00Z", "9999-12-31T23:59:59-12:00"], "watch": [{"path": "data/in"}],
+            "after": [{"job": "job-0"}, {"job": "job-1", "when": "metadata.x > 0.2"}, {"pipeline": "p"}],
         }[trigger]) | VALUES)  # fmt: skip
         for key in draw(st.lists(st.sampled_from(JOB_KEYS), max_size=3, unique=True)):
-            if key not in ("pipeline", "cron", "every", "at", "watch"):
+            if key not in ("pipeline", "cron", "every", "at", "watch", "after"):
                 job[key] = draw(field_value(key))
         jobs[draw(st.sampled_from([f"job-{index}"] * 4 + ["", "a" * 101, "x\x1b", "ok.name"]))] = job
     document: dict[str, Any] = {"version": draw(st.sampled_from([1, 1, 1, 1, 2, "1", None])), "jobs": jobs}

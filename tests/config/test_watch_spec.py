@@ -260,7 +260,7 @@ PER_FILE_ALLOWED = "per_file allows {path}, {name}, {stem}"
         ),
         pytest.param(
             'cron: "0 * * * *"\nwatch: {path: in}\n',
-            at(3, 3) + "job 'w' needs exactly one trigger of cron, every, at, watch (found: cron, watch)",
+            at(3, 3) + "job 'w' needs exactly one trigger of cron, every, at, watch, after (found: cron, watch)",
             id="watch-and-cron",
         ),
     ],

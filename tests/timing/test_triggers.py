@@ -13,9 +13,12 @@ from freezegun import freeze_time
 from scheduler.timing.cron import TriggerError
 from scheduler.timing.cron_trigger import CronTrigger
 from scheduler.timing.triggers import (
+    AfterTrigger,
+    FileTrigger,
     IntervalTrigger,
     OneOffTrigger,
     Trigger,
+    WindowedTrigger,
     count_slots_between,
     dst_note,
     fire_times,
@@ -907,3 +910,17 @@ def test_caller_passing_the_current_time() -> None:
     assert fire_times(trigger, now, 2) == [utc(2026, 3, 29, 1), utc(2026, 3, 29, 1, 15)]
     assert dst_note(trigger, utc(2026, 3, 29, 1)) == ("nonexistent local time 02:00 (DST gap) -> fired at 03:00")
     assert IntervalTrigger(60).next_after(now) == utc(2026, 3, 29, 1)
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [AfterTrigger("drift-check"), FileTrigger("in"), WindowedTrigger(AfterTrigger("pipeline p"), start=None)],
+    ids=["after", "file", "windowed-after"],
+)
+def test_event_triggers_have_no_instants(trigger: Trigger) -> None:
+    after = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert trigger.next_after(after) is None
+    assert fire_times(trigger, after, 3) == []
+    assert count_slots_between(trigger, after - timedelta(days=365), after, 100) == 0
+    with pytest.raises(ValueError, match="timezone-aware"):
+        trigger.next_after(datetime(2026, 3, 1, 12, 0))
