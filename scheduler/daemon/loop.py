@@ -68,6 +68,7 @@ class Daemon:
         self.shell = shell = shell or Shell()
         self.monotonic = shell.monotonic
         env = os.environ if env is None else env
+        self.env = env
         self.grace = timedelta(seconds=settings.misfire_grace)
         self.lease = shell.lease(store, settings, config, shell.monotonic)
         self.runner = shell.runner(settings, config, env)

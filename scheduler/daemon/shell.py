@@ -18,7 +18,7 @@ from scheduler.daemon.lease import Lease
 from scheduler.daemon.reloader import Reloader
 from scheduler.daemon.services import Services
 from scheduler.daemon.timer import SlotSink, SlotTimer
-from scheduler.runs.runner import Runner
+from scheduler.runs.runner import Runner, child_env
 from scheduler.store.engine import Store
 from scheduler.upstream.after_triggers import AfterTriggers
 from scheduler.upstream.follower_process import FollowerProcess
@@ -48,7 +48,8 @@ def real_reloader(settings: Settings, config: Config, check_pipelines: bool) -> 
 def real_after_triggers(daemon: Daemon) -> AfterTriggers:
     settings = daemon.settings
     follower = FollowerProcess(
-        settings.python, daemon.config.project_root, daemon.runner.env, settings.resolved_state_dir / "follower.log",
+        settings.python, daemon.config.project_root, child_env(daemon.env, daemon.config.project_root),
+        settings.resolved_state_dir / "follower.log",
         daemon.handover.put, interval=settings.follower_interval, monotonic=daemon.monotonic,
     )  # fmt: skip
     return AfterTriggers(daemon.store, follower, daemon.grace, settings.max_chain_depth, daemon.monotonic)

@@ -21,7 +21,7 @@ from scheduler import tuning
 from scheduler.child.protocol import FollowedRun, FollowerNote
 from scheduler.config.model import Config, Job
 from scheduler.policy.after_rules import (
-    CATCHUP_REASONS,
+    AFTER_CATCHUP_REASONS,
     Errored,
     NotMatched,
     chain_after,
@@ -115,6 +115,10 @@ class AfterTriggers:
             self._dirty = False
             self._next_pass = self.monotonic() + tuning.AFTER_PASS_S
             return None
+        if not self._followed and not self._work_due(config, now):
+            self._dirty = False
+            self._next_pass = self.monotonic() + tuning.AFTER_PASS_S
+            return None
         with self.store.write() as conn:
             assert self.started_at is not None
             upstream_runs.store_followed(conn, self._followed, watched_pipelines(config), self.started_at, now)
@@ -125,6 +129,21 @@ class AfterTriggers:
         self._dirty = False
         self._next_pass = self.monotonic() + tuning.AFTER_PASS_S
         return result
+
+    def _work_due(self, config: Config, now: datetime) -> bool:
+        """Whether a write is worth it: an upstream run is unhandled, or a debounce has run out
+        (read first, so that an idle pass costs the database no write transaction)."""
+        with self.store.read() as conn:
+            if upstream_runs.unhandled(conn, 1):
+                return True
+            groups = upstream_runs.pending(conn)
+        for name, items in groups.items():
+            job = config.jobs.get(name)
+            if job is None or job.spec.after is None:
+                return True
+            if debounce_due(items[-1].finished_at, job.spec.after.debounce_seconds, now):
+                return True
+        return False
 
     def _decide(self, conn: Any, config: Config, now: datetime) -> tuple[list[FireRequest], list[Event]]:
         rows = upstream_runs.unhandled(conn, tuning.AFTER_BATCH)
@@ -158,7 +177,7 @@ class AfterTriggers:
                 if code is None:
                     self._consider(conn, config, job, row, view, now, requests, events)
                     continue
-                details_ = {"code": code, "reason": CATCHUP_REASONS[code], "upstream": _upstream_name(row, view),
+                details_ = {"code": code, "reason": AFTER_CATCHUP_REASONS[code], "upstream": _upstream_name(row, view),
                             "upstream_finished_at": row.finished_at.isoformat(), "trigger": "after"}  # fmt: skip
                 key = after_run_key(name, row.upstream_id)
                 events.append(Event("skip", DAEMON, name, key, config.revision, details_))

@@ -108,7 +108,7 @@ def next_fire_consistent(sim: Simulation) -> list[str]:
     found = []
     for row in rows:
         job = config.jobs.get(row.name)
-        if job is None or job.is_watch:
+        if job is None or job.is_watch or job.is_after:
             continue
         if job.finished(row.launched) or not job.spec.enabled:
             if row.next_fire_at is not None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -61,11 +62,13 @@ def events(project: Project, event: str, job: str | None = None) -> list[dict]:
     return [{**dict(r), "details": json.loads(r["details"])} for r in found if job is None or r["job"] == job]
 
 
-def zenml_runs(project: Project) -> list[dict]:
-    """The followed pipeline's runs in ZenML, read back by another process: id, status, output artifact."""
+def zenml_runs(project: Project, since: datetime) -> list[dict]:
+    """The followed pipeline's runs in ZenML created after `since` (the store is shared by the
+    session's tests), read back by another process: id, status, output artifact."""
     script = (
         "import json\nfrom zenml.client import Client\n"
-        "runs = Client().list_pipeline_runs(pipeline_name='followed_pipeline', size=50, sort_by='asc:created')\n"
+        f"runs = Client().list_pipeline_runs(pipeline_name='followed_pipeline', size=100, sort_by='asc:created',"
+        f" created='gte:{since:%Y-%m-%d %H:%M:%S}')\n"
         "out = []\nfor r in runs.items:\n"
         "    outputs = r.steps['measure'].outputs if 'measure' in r.steps else {}\n"
         "    art = str(outputs['output'][0].id) if outputs.get('output') else None\n"
@@ -100,6 +103,7 @@ jobs:
 def test_runs_started_outside_fire_their_downstream_once_on_their_metadata(
     project: Project, stand_in: dict[str, str]
 ) -> None:
+    since = datetime.now(timezone.utc)
     project.write_config(FOLLOWING)
     daemon = start(project, stand_in)
     outside(project, 0.5, 0.1)
@@ -117,7 +121,7 @@ def test_runs_started_outside_fire_their_downstream_once_on_their_metadata(
     assert health["follower"]["state"] == "running" and health["follower"]["pid"] != first
     assert daemon.stop() == 0
 
-    ours = zenml_runs(project)
+    ours = zenml_runs(project, since)
     assert [r["status"] for r in ours] == ["completed", "completed", "failed", "completed"]
     high = rows(project, "high-score")
     assert [r["run_key"] for r in high] == [f"high-score@after:{ours[0]['id']}", f"high-score@after:{ours[3]['id']}"]
@@ -166,6 +170,7 @@ jobs:
 def test_runs_that_end_while_the_daemon_is_down_follow_catchup_and_debounce(
     project: Project, stand_in: dict[str, str]
 ) -> None:
+    since = datetime.now(timezone.utc)
     project.write_config(CATCH_UP)
     daemon = start(project, stand_in)
     daemon.kill9()  # its follower sees its stdin close and exits too
@@ -178,7 +183,7 @@ def test_runs_that_end_while_the_daemon_is_down_follow_catchup_and_debounce(
     time.sleep(3)
     assert third.stop() == 0
 
-    ours = zenml_runs(project)
+    ours = zenml_runs(project, since)
     assert len(ours) == 2
     assert [r["upstream"] for r in rows(project, "latest")] == [ours[1]["id"]]
     assert [r["upstream"] for r in rows(project, "every-one")] == [ours[0]["id"], ours[1]["id"]]
