@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.harness import DaemonProcess, Project, wait_for
+from tests import zenml_env
+from tests.harness import REPO, DaemonProcess, Project, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -235,3 +238,36 @@ def test_health_says_when_the_follower_is_down(project: Project, stand_in: dict[
     delays = [e["details"]["restart_in_s"] for e in events(project, "follower-died")]
     assert delays[:2] == [1.0, 2.0]
     assert daemon.stop() == 0
+
+
+def test_the_bundled_drift_example_retrains_on_drifted_data_only(project: Project) -> None:
+    """The README's three commands on the bundled jobs, with the real pipelines: a drift check on
+    the drifted sample makes retrain-on-drift train on it; one on the current sample does not."""
+    zenml_env.make_project(project.root / "demo", with_training=True)
+    demo = Project(project.root / "demo", project.env)
+    shutil.copytree(REPO / "data" / "samples", demo.root / "data" / "samples")
+    bundled = yaml.safe_load((REPO / "schedules.yaml").read_text())
+    jobs = {name: bundled["jobs"][name] for name in ("drift-check", "retrain-on-drift")}
+    demo.write_config(yaml.safe_dump({"version": 1, "defaults": bundled["defaults"], "jobs": jobs}))
+    daemon = demo.start_daemon()
+    project.daemons.append(daemon)
+    wait_for(lambda: follower_state(demo).get("state") == "running", 180, "the daemon and its follower")
+    drifted = demo.cli("trigger", "drift-check", "--param", "current_url=data/samples/drifted.csv", "--wait")
+    assert drifted.returncode == 0, drifted.stderr + daemon.output
+    wait_for(lambda: [r for r in rows(demo, "retrain-on-drift") if r["status"] == "succeeded"], 180, "the retrain")
+    calm = demo.cli("trigger", "drift-check", "--wait")
+    assert calm.returncode == 0, calm.stderr
+    wait_for(lambda: len(events(demo, "after-not-matched", "retrain-on-drift")) == 1, 60, "the second decision")
+    history = demo.cli("history", "--job", "retrain-on-drift")
+    assert daemon.stop() == 0
+
+    checks = rows(demo, "drift-check")
+    (retrain,) = rows(demo, "retrain-on-drift")
+    assert retrain["upstream"] == checks[0]["run_key"] and retrain["run_key"].endswith(checks[0]["zenml_run_id"])
+    assert json.loads(retrain["parameters_json"])["parameters"]["data_url"] == "data/samples/drifted.csv"
+    (matched,) = events(demo, "after-matched", "retrain-on-drift")
+    assert matched["details"]["reads"]["metadata.drift_score"] > 0.2
+    (not_matched,) = events(demo, "after-not-matched", "retrain-on-drift")
+    assert not_matched["details"]["reads"]["metadata.drift_score"] < 0.2
+    assert not_matched["details"]["upstream"] == checks[1]["run_key"]
+    assert checks[0]["run_key"] in history.stdout
