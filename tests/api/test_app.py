@@ -113,3 +113,21 @@ def test_non_finite_numbers_are_refused_before_anything_is_recorded(tmp_path: Pa
     with backend.store.read() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM runs")).scalar_one() == 0
     assert handed == []
+
+
+def test_a_run_started_by_an_after_trigger_names_its_upstream(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from scheduler.policy.fire_request import FireRequest
+    from scheduler.policy.keys import after_run_key
+    from scheduler.store import fires
+
+    http, backend, _ = client(tmp_path, {"scheduler": True, "config": True})
+    key = after_run_key("j", "4f1c")
+    request = FireRequest("j", "after", key, "daemon", upstream="up@2026-12-01T00:00:00Z", chain=("train", "check"))
+    with backend.store.write() as conn:
+        fires.fire(conn, [request], backend.config(), datetime.now(timezone.utc), timedelta(minutes=10))
+    found = http.get(f"/v1/runs/{key}", headers={"X-API-Key": KEY})
+    assert found.status_code == 200, found.text
+    assert found.json()["upstream"] == "up@2026-12-01T00:00:00Z" and found.json()["chain"] == ["train", "check"]
+    assert found.json()["trigger"] == "after"

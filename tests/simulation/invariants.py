@@ -5,7 +5,8 @@ and queue bounds held; each job's next fire consistent with its trigger and max_
 never left announcing a reload; every `running` run followed by the daemon. Periodically and at
 the end: the audit chain verifies, and every run that ended has exactly one terminal event. At
 the end: every slot inside the grace window is accounted for (a run, or a skip on the record),
-and every file that landed is recorded.
+every file that landed is recorded, and every run of the upstream job that ended for good has its
+`after:` run or skip.
 """
 
 from __future__ import annotations

@@ -85,6 +85,10 @@ OLD_DEFECTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], str]] = {
         lambda mp: mp.setattr(RunEnds, "settle_unfollowed", lambda self, now, config: None),
         "running_runs_followed",
     ),
+    "an upstream run's end was not kept for its after: job": (
+        lambda mp: mp.setattr(outcomes, "record_own_end", lambda *args: None),
+        "every_upstream_end_followed",
+    ),
     "a stalled daemon wrote after losing its lease, and outcomes were recorded twice (9)": (
         lambda mp: (mp.setattr(Lease, "fence", _no_fence), mp.setattr(outcomes, "recorded_before", lambda run: False)),
         "every_end_on_the_record",

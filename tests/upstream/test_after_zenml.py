@@ -100,6 +100,10 @@ jobs:
     pipeline: fake.pipe:failures
     after: {pipeline: followed_pipeline, status: [failed]}
     parameters: {mode: ok, failed_run: "{upstream.zenml_run_id}"}
+  quiet:
+    pipeline: fake.pipe:quiet
+    after: {pipeline: followed_pipeline, debounce: 3s}
+    parameters: {mode: ok, score: "{upstream.metadata.score}"}
 """
 
 
@@ -119,7 +123,8 @@ def test_runs_started_outside_fire_their_downstream_once_on_their_metadata(
     os.kill(first, signal.SIGKILL)
     outside(project, 0.9)
     wait_for(lambda: len(rows(project, "high-score")) == 2, 60, "the run that ended while the follower restarted")
-    time.sleep(2)
+    wait_for(lambda: len(rows(project, "quiet")) == 2, 30, "the second debounced run")
+    time.sleep(1)
     health = json.loads(project.cli("health", "--json").stdout)
     assert health["follower"]["state"] == "running" and health["follower"]["pid"] != first
     assert daemon.stop() == 0
@@ -142,6 +147,12 @@ def test_runs_started_outside_fire_their_downstream_once_on_their_metadata(
     assert [r["upstream"] for r in failures] == [ours[2]["id"]]
     assert json.loads(failures[0]["parameters_json"])["parameters"]["failed_run"] == ours[2]["id"]
     assert len(events(project, "follower-died")) == 1 and len(events(project, "follower-started")) == 2
+    # debounce: the two runs that ended a second apart made one run, from the newest; the later one its own
+    quiet = rows(project, "quiet")
+    assert [json.loads(r["parameters_json"])["parameters"]["score"] for r in quiet] == [0.1, 0.9]
+    coalesced = events(project, "after-coalesced", "quiet")
+    assert [e["details"]["count"] for e in coalesced] == [2, 1]
+    assert [r["upstream"] for r in quiet] == [ours[1]["id"], ours[3]["id"]]
 
 
 CATCH_UP = """\
