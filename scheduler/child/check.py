@@ -159,7 +159,8 @@ class _Checker:
         except PipelineRefError as exc:
             self.errors.add([*path, "pipeline"], str(exc), kind="reference")
             return
-        traced = self._trace(path, ref, pipeline, params, steps) if params is not None else None
+        deferred = spec.get("deferred") or []  # parameters an after job fills at run time
+        traced = self._trace(path, ref, pipeline, params, steps, deferred) if params is not None else None
         overridable = spec.get("overridable") or []
         if not isinstance(overridable, list):
             self.errors.add([*path, "api", "overridable"], "expected a list of strings", kind="invalid")
@@ -171,11 +172,19 @@ class _Checker:
             self.errors.add(problem.path, problem.message, kind=problem.kind)
 
     def _trace(
-        self, path: Path_, ref: str, pipeline: Pipeline, params: Mapping[str, Any], steps: Mapping[str, Any] | None
+        self,
+        path: Path_,
+        ref: str,
+        pipeline: Pipeline,
+        params: Mapping[str, Any],
+        steps: Mapping[str, Any] | None,
+        deferred: list[str],
     ) -> Pipeline | None:
         """Check the job's parameters and steps; return the traced body, None if it cannot be traced."""
         described = self.pipelines[ref]["parameters"]
-        arguments = check_pipeline_parameters(pipeline, described, params, [*path, "parameters"], self.errors)
+        arguments = check_pipeline_parameters(
+            pipeline, described, params, [*path, "parameters"], self.errors, deferred=deferred
+        )
         if arguments is None or pipeline.is_dynamic:
             # Without all required values (or for dynamic pipelines, whose steps
             # only exist at run time) the body cannot be traced.

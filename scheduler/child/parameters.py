@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from scheduler.child.step_wiring import annotation_text, json_schema_of
@@ -84,13 +84,16 @@ def check_pipeline_parameters(
     given: Mapping[str, Any],
     path: Path_,
     errors: Errors,
+    deferred: Collection[str] = (),
 ) -> dict[str, Any] | None:
     """Validate job parameters the way ``Pipeline.prepare`` will; `described` is
     `describe_parameters(pipeline)`, computed once per pipeline by the caller.
+    `deferred` parameters get their values only at run time (an after job's templates): they
+    must exist, but their type is checked then, and a required one is not missing.
 
     Returns:
         Arguments usable for tracing the pipeline body (invalid ones dropped,
-        defaults filled in), or None when a required parameter is missing.
+        defaults filled in), or None when a required parameter is missing or deferred.
     """
     from pydantic import ConfigDict, ValidationError
     from zenml.utils import pydantic_utils
@@ -108,7 +111,10 @@ def check_pipeline_parameters(
                 kind="unknown",
             )
 
-    missing = [n for n, d in described.items() if d["required"] and n not in usable]
+    waiting = [name for name in deferred if name in usable]
+    for name in waiting:
+        usable.pop(name)
+    missing = [n for n, d in described.items() if d["required"] and n not in usable and n not in waiting]
     if missing:
         errors.add(
             path,
@@ -134,8 +140,8 @@ def check_pipeline_parameters(
                 kind="type",
             )
             usable.pop(name)
-    if missing:
-        return None
+    if missing or any(described.get(name, {}).get("required") for name in waiting):
+        return None  # the body cannot be traced without them
 
     signature = inspect.signature(pipeline.entrypoint, follow_wrapped=True)
     for name, param in signature.parameters.items():

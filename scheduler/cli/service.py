@@ -50,7 +50,8 @@ def health(settings: Settings, as_json: bool) -> None:
     elif holder is not None:
         click.echo(f"healthy: {holder.describe()}, heartbeat {report['heartbeat_age_s']}s ago")
         if follower and follower.get("state") == "down":
-            click.echo(f"follower down since {follower.get('since')}: {follower.get('error') or 'no error output'}")
+            error = follower.get("error") or "no error output"
+            click.echo(f"follower down since {follower.get('down_since')}: {error}")
     else:
         click.echo(f"unhealthy: no daemon heartbeat within {settings.lease_ttl:.0f}s", err=True)
     if holder is None:

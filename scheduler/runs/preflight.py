@@ -20,6 +20,7 @@ from typing import Any
 
 from scheduler import tuning
 from scheduler.config.model import Config, Job
+from scheduler.config.watch_spec import templated_keys
 from scheduler.errors import ConfigError, Problem, SchedulerError, SettingsError
 from scheduler.policy.file_runs import Dispatch, FileSeen, file_request
 from scheduler.runs.runner import child_env
@@ -40,11 +41,20 @@ def check_request(
                 "parameters": {**_checkable(job), **overrides.get(name, {})},
                 "steps": {step: cfg.model_dump() for step, cfg in job.spec.steps.items()},
                 "overridable": list(job.spec.api.overridable),
+                "deferred": _deferred(job, overrides.get(name, {})),
             }
             for name, job in config.jobs.items()
             if name in names
         },
     }
+
+
+def _deferred(job: Job, overrides: Mapping[str, Any]) -> list[str]:
+    """An after job's parameters whose values come from the upstream run: their types are
+    checked when they are filled in (a manual run's own values are checked now)."""
+    if job.spec.after is None:
+        return []
+    return [key for key in templated_keys(job.spec.parameters) if key not in overrides]
 
 
 def _checkable(job: Job) -> dict[str, Any]:

@@ -280,7 +280,7 @@ class AfterTriggers:
                 ended.restart_in_s,
                 ended.error or "no error output",
             )
-            self._record("follower-died", details, now, {"state": "down", "since": now.isoformat(), **details})
+            self._record("follower-died", details, now, {"state": "down", "down_since": now.isoformat(), **details})
         needed = needs_follower(config)
         if needed and self.follower.due():
             with self.store.write() as conn:
@@ -292,7 +292,9 @@ class AfterTriggers:
                 return
             details = {"pid": pid, "since": since.isoformat(), "restarts": self.follower.restarts}
             log.info("follower started (pid %s), reading ZenML runs that ended since %s", pid, since.isoformat())
-            self._record("follower-started", details, now, {"state": "running", "since_at": now.isoformat(), **details})
+            state = {"state": "running", "pid": pid, "started_at": now.isoformat(), "cursor": since.isoformat(),
+                     "restarts": self.follower.restarts}  # fmt: skip
+            self._record("follower-started", details, now, state)
         elif not needed and self.follower.running:
             pid = self.follower.pid
             self.follower.stop()

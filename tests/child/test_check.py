@@ -52,6 +52,14 @@ BROKEN_JOBS: dict[str, Any] = {
     "counted_c": {"pipeline": "countpipes.once:absent"},
     "bad_params": {"pipeline": TINY, "parameters": {"bogus": 1, "sleep_s": "abc"}},
     "missing_required": {"pipeline": STEP_PARAM, "parameters": {}},
+    # an after job's templates: filled from the upstream run, type-checked then
+    "deferred_typed": {"pipeline": TINY, "parameters": {"sleep_s": "{upstream.metadata.s}"}, "deferred": ["sleep_s"]},
+    "deferred_required": {
+        "pipeline": STEP_PARAM,
+        "parameters": {"value": "{upstream.metadata.v}"},
+        "deferred": ["value"],
+    },
+    "deferred_unknown": {"pipeline": TINY, "parameters": {"bogus": "{upstream.metadata.b}"}, "deferred": ["bogus"]},
     "bad_steps": {
         "pipeline": STEP_PARAM,
         "parameters": {"value": 3},
@@ -266,6 +274,14 @@ def test_missing_required_parameter(broken: tuple[dict[str, Any], Path]) -> None
     assert "missing required parameter(s) 'value'" in message
 
 
+def test_parameters_filled_at_run_time_are_not_type_checked_or_missing(broken: tuple[dict[str, Any], Path]) -> None:
+    response = broken[0]
+    assert [e for e in response["errors"] if e["path"][:2] == ["jobs", "deferred_typed"]] == []
+    assert [e for e in response["errors"] if e["path"][:2] == ["jobs", "deferred_required"]] == []
+    message = only_error_at(response, "jobs", "deferred_unknown", "parameters", "bogus")
+    assert "unknown parameter 'bogus'" in message  # a template does not make a name exist
+
+
 def test_unknown_step(broken: tuple[dict[str, Any], Path]) -> None:
     message = only_error_at(broken[0], "jobs", "bad_steps", "steps", "no_such_step")
     assert "make_value, scale" in message
@@ -342,6 +358,7 @@ def test_all_errors_are_collected_with_their_kind(broken: tuple[dict[str, Any], 
         ("jobs", "bad_params", "parameters", "bogus"): "unknown",
         ("jobs", "bad_params", "parameters", "sleep_s"): "type",
         ("jobs", "missing_required", "parameters"): "missing",
+        ("jobs", "deferred_unknown", "parameters", "bogus"): "unknown",
         (*steps, "no_such_step"): "unknown",
         (*steps, "make_value", "parameters", "value"): "conflict",
         (*steps, "scale", "parameters", "zzz"): "unknown",
