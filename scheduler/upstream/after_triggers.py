@@ -39,6 +39,7 @@ from scheduler.store.engine import Store
 from scheduler.store.fires import FireResult
 from scheduler.store.upstream_runs import UpstreamRun, pipeline_name
 from scheduler.upstream.follower_process import FollowerProcess
+from scheduler.upstream.follower_supervisor import FollowerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class AfterTriggers:
         monotonic: Callable[[], float],
     ) -> None:
         self.store = store
-        self.follower = follower
+        self.supervisor = FollowerSupervisor(store, follower)
         self.grace = grace
         self.max_chain_depth = max_chain_depth
         self.monotonic = monotonic
@@ -77,7 +78,6 @@ class AfterTriggers:
         self._followed: list[FollowedRun] = []
         self._dirty = True
         self._next_pass = 0.0
-        self._state: dict[str, Any] = {"state": "off"}
 
     # ---- what the loop hands in ------------------------------------------------------------
     def start(self, now: datetime) -> None:
@@ -100,15 +100,10 @@ class AfterTriggers:
         """An outcome was recorded: an upstream run of ours may be waiting."""
         self._dirty = True
 
-    @property
-    def state(self) -> dict[str, Any]:
-        """What `health --json` reports about the follower (also kept in the state database)."""
-        return dict(self._state)
-
     # ---- the pass ----------------------------------------------------------------------------
     def tick(self, now: datetime, config: Config) -> FireResult | None:
         """Supervise the follower, store what it read, and handle upstream runs and due debounces."""
-        self._supervise(now, config)
+        self.supervisor.supervise(now, needs_follower(config))
         if not (self._dirty or self._followed or self.monotonic() >= self._next_pass):
             return None
         if not any(job.spec.after is not None for job in config.jobs.values()) and not self._followed:
@@ -267,59 +262,9 @@ class AfterTriggers:
             )
         return requests
 
-    # ---- the follower ------------------------------------------------------------------------
-    def _supervise(self, now: datetime, config: Config) -> None:
-        ended = self.follower.check()
-        if ended is not None:
-            details = {"pid": ended.pid, "exit_code": ended.exit_code, "error": ended.error,
-                       "restart_in_s": ended.restart_in_s, "restarts": self.follower.restarts}  # fmt: skip
-            log.error(
-                "the follower (pid %s) ended with exit code %s; restarting in %.0fs: %s",
-                ended.pid,
-                ended.exit_code,
-                ended.restart_in_s,
-                ended.error or "no error output",
-            )
-            self._record("follower-died", details, now, {"state": "down", "down_since": now.isoformat(), **details})
-        needed = needs_follower(config)
-        if needed and self.follower.due():
-            with self.store.write() as conn:
-                since = upstream_runs.start_cursor(conn, now)
-            try:
-                pid = self.follower.start(since)
-            except OSError as exc:
-                log.error("cannot start the follower: %s", exc)
-                return
-            details = {"pid": pid, "since": since.isoformat(), "restarts": self.follower.restarts}
-            log.info("follower started (pid %s), reading ZenML runs that ended since %s", pid, since.isoformat())
-            state = {"state": "running", "pid": pid, "started_at": now.isoformat(), "cursor": since.isoformat(),
-                     "restarts": self.follower.restarts}  # fmt: skip
-            self._record("follower-started", details, now, state)
-        elif not needed and self.follower.running:
-            pid = self.follower.pid
-            self.follower.stop()
-            self._record(
-                "follower-stopped", {"pid": pid, "reason": "no job follows ZenML runs any more"}, now, {"state": "off"}
-            )
-
-    def _record(self, event: str, details: dict[str, Any], now: datetime, state: dict[str, Any]) -> None:
-        self._state = state
-        with self.store.write() as conn:
-            append(conn, now, [Event(event, DAEMON, details=details)])
-            upstream_runs.write_follower_state(conn, state)
-
     def stop(self, now: datetime | None = None) -> None:
         """Stop the follower (the daemon is stopping); its cursor stays where it is."""
-        if not self.follower.running:
-            return
-        self.follower.stop()
-        self._state = {"state": "off"}
-        if now is not None:
-            try:
-                with self.store.write() as conn:
-                    upstream_runs.write_follower_state(conn, self._state)
-            except Exception as exc:  # stopping: the state is advisory, the database may be gone
-                log.warning("could not record the follower's stop: %s", exc)
+        self.supervisor.stop(now)
 
 
 def _downstream(config: Config, row: UpstreamRun) -> list[Job]:
