@@ -77,6 +77,9 @@ class AfterTriggers:
         self.caught_up = False  # the follower has streamed everything since the cursor it started from
         self._followed: list[FollowedRun] = []
         self._dirty = True
+        # While something waits for time alone (a debounce, a run waiting for its ZenML record or
+        # for the catch-up) a pass comes every second; otherwise only a wake-up (an outcome, a
+        # follower line) starts one, with a slow pass as a safety net.
         self._next_pass = 0.0
 
     # ---- what the loop hands in ------------------------------------------------------------
@@ -107,38 +110,43 @@ class AfterTriggers:
         if not (self._dirty or self._followed or self.monotonic() >= self._next_pass):
             return None
         if not any(job.spec.after is not None for job in config.jobs.values()) and not self._followed:
-            self._dirty = False
-            self._next_pass = self.monotonic() + tuning.AFTER_PASS_S
+            self._passed(waiting=False)
             return None
-        if not self._followed and not self._work_due(config, now):
-            self._dirty = False
-            self._next_pass = self.monotonic() + tuning.AFTER_PASS_S
-            return None
+        if not self._followed:
+            due, waiting = self._work_due(config, now)
+            if not due:
+                self._passed(waiting)
+                return None
         with self.store.write() as conn:
             assert self.started_at is not None
             upstream_runs.store_followed(conn, self._followed, watched_pipelines(config), self.started_at, now)
             requests, events = self._decide(conn, config, now)
             append(conn, now, events)
             result = fires.fire(conn, requests, config, now, self.grace) if requests else None
+            waiting = bool(upstream_runs.unhandled(conn, 1) or upstream_runs.pending(conn))
         self._followed = []
-        self._dirty = False
-        self._next_pass = self.monotonic() + tuning.AFTER_PASS_S
+        self._passed(waiting)
         return result
 
-    def _work_due(self, config: Config, now: datetime) -> bool:
-        """Whether a write is worth it: an upstream run is unhandled, or a debounce has run out
-        (read first, so that an idle pass costs the database no write transaction)."""
+    def _passed(self, waiting: bool) -> None:
+        self._dirty = False
+        self._next_pass = self.monotonic() + (tuning.AFTER_PASS_S if waiting else tuning.AFTER_SAFETY_S)
+
+    def _work_due(self, config: Config, now: datetime) -> tuple[bool, bool]:
+        """(whether a write is worth it, whether something waits for time): read first, so that
+        an idle pass costs the database no write transaction. A write is due for an unhandled
+        upstream run or a debounce that has run out."""
         with self.store.read() as conn:
             if upstream_runs.unhandled(conn, 1):
-                return True
+                return True, True
             groups = upstream_runs.pending(conn)
         for name, items in groups.items():
             job = config.jobs.get(name)
             if job is None or job.spec.after is None:
-                return True
+                return True, True
             if debounce_due(items[-1].finished_at, job.spec.after.debounce_seconds, now):
-                return True
-        return False
+                return True, True
+        return False, bool(groups)
 
     def _decide(self, conn: Any, config: Config, now: datetime) -> tuple[list[FireRequest], list[Event]]:
         rows = upstream_runs.unhandled(conn, tuning.AFTER_BATCH)
