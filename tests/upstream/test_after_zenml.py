@@ -102,7 +102,7 @@ jobs:
     parameters: {mode: ok, failed_run: "{upstream.zenml_run_id}"}
   quiet:
     pipeline: fake.pipe:quiet
-    after: {pipeline: followed_pipeline, debounce: 3s}
+    after: {pipeline: followed_pipeline, debounce: 5s}
     parameters: {mode: ok, score: "{upstream.metadata.score}"}
 """
 
