@@ -10,6 +10,8 @@ REQUEST_POLL_S = 0.5  # how often the loop reads the inbox (CLI requests) when n
 HEARTBEAT_FRACTION = 1 / 3  # the lease is renewed every lease_ttl * this: two renewals may fail before it lapses
 STATUS_INTERVAL_S = 10.0  # systemd STATUS= line: often enough for `systemctl status`, rare enough to be free
 AUDIT_HEAD_LOG_S = 60.0  # the audit head is logged this often while the chain grows: the log's copy lags by that much
+STANDBY_POLL_S = 0.5  # a standby reads the lease row this often: it takes over at most this long after a lapse
+PG_IDLE_IN_TRANSACTION_S = 2.0  # PostgreSQL ends a session idle this long inside a transaction (a frozen daemon's)
 DB_RETRY_S = 1.0  # after a state database error the loop waits this long; children keep running meanwhile
 THREAD_STOP_S = 5.0  # the longest shutdown waits for a side thread (timer, watcher, feed) before going on
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,14 +57,9 @@ def pg_skip_reason() -> str | None:
     return _pg_unavailable()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_skip_reason: str | None) -> Iterator[str]:
-    """A fresh, empty state database URL on each engine."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-        return
-    if pg_skip_reason:
-        pytest.skip(pg_skip_reason)
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema, as a state database URL; dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:
@@ -74,6 +70,27 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_skip_reason: str |
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_skip_reason: str | None) -> Iterator[str]:
+    """A fresh, empty state database URL on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    if pg_skip_reason:
+        pytest.skip(pg_skip_reason)
+    with pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_skip_reason: str | None) -> Iterator[str]:
+    """A fresh, empty state database URL on PostgreSQL (skipped, saying why, without one)."""
+    if pg_skip_reason:
+        pytest.skip(pg_skip_reason)
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ def base_env(zenml_config: Path) -> dict[str, str]:
 # `-m scheduler.child SPEC` according to the job's `mode` parameter (no ZenML, well under a
 # second), so policy tests can produce successes, failures, hangs and grandchildren on purpose.
 # The follower (`-m scheduler.child.follower`) is the real one.
-# Every launch leaves a marker file `<run_key>#<attempt>` in `markers` when the job names one.
+# Every launch leaves a marker file `<run_key>#<attempt>` in `markers` when the job names one,
+# holding the time it started and the pid of the daemon that launched it.
 STAND_IN = """#!{python}
 import json, os, signal, subprocess, sys, time
 if sys.argv[2] == "scheduler.child.follower":  # the follower reads the real ZenML store...
@@ -48,7 +49,7 @@ mode = params.get("mode", "ok")
 if params.get("markers"):
     os.makedirs(params["markers"], exist_ok=True)
     name = spec["run_key"].replace("/", "_") + "#" + spec["run_name"].rsplit("-", 1)[-1]
-    open(os.path.join(params["markers"], name), "w").write(str(time.time()))
+    open(os.path.join(params["markers"], name), "w").write(f"{{time.time()}} {{os.getppid()}}")
 def result(status, error=None):
     with open(spec["result_path"], "w") as fh:
         json.dump({{"status": status, "zenml_run_id": "run-" + spec["run_key"], "error": error}}, fh)
@@ -151,13 +152,22 @@ class Project:
         )
 
     def start_daemon(
-        self, *args: str, env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+        host: str | None = None,
     ) -> DaemonProcess:
+        """The daemon as a subprocess; with `host`, in a UTS namespace of its own under that host
+        name (needs root), so it looks like a daemon on another machine to the lease."""
         n = len(self.daemons)
+        command = [sys.executable, "-m", "scheduler", "run", "--config", str(self.config), "--log-format", "json"]
+        if host is not None:  # unshare and sh exec into the daemon: the process is the daemon itself
+            command = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *command]
         log_path, out_path = self.root / f"daemon-{n}.log", self.root / f"daemon-{n}.out"
         with open(log_path, "wb") as log, open(out_path, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "scheduler", "run", "--config", str(self.config), "--log-format", "json", *args],
+                [*command, *args],
                 cwd=self.root,
                 env={**self.env, **(env or {})},
                 stdout=out,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +19,7 @@ from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.daemon.lease import current_holder
 from scheduler.daemon.logs import setup_logging
-from scheduler.errors import ConfigError, LeaseHeldError, Problem
+from scheduler.errors import ConfigError, LeaseHeldError, LeaseLostError, Problem, SettingsError
 from scheduler.policy.reload_diff import emptying_problem
 from scheduler.runs.preflight import checked_config
 from scheduler.store.catalog import active_jobs, record_rejected_config
@@ -112,18 +114,28 @@ def validate(settings: Settings, file: str | None, no_pipelines: bool) -> None:
     is_flag=True,
     help="Apply a config without jobs even when it removes every job [env ZENML_SCHEDULER_ALLOW_EMPTY]",
 )
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="On PostgreSQL, wait while another daemon leads and take over when it lapses [env ZENML_SCHEDULER_STANDBY]",
+)
 @options.common
 def run(
     settings: Settings,
     no_check_pipelines: bool,
     allow_empty: bool,
+    standby: bool,
     **flags: str | int | None,
 ) -> None:
     """Run the daemon in the foreground until SIGTERM or Ctrl+C."""
     from scheduler.config.settings import load_settings
     from scheduler.daemon.open_files import check_connection_room, raise_open_files_limit
 
-    given = {**flags, "allow_empty": True if allow_empty else None}  # not given: the environment decides
+    given = {
+        **flags,
+        "allow_empty": True if allow_empty else None,
+        "standby": True if standby else None,
+    }  # not given: the environment decides
     settings = load_settings(**{**settings.model_dump(exclude_unset=True), **given})
     setup_logging(settings.log_format, settings.log_level)
     open_files = raise_open_files_limit()
@@ -137,15 +149,46 @@ def run(
 
 
 def _serve(settings: Settings, no_check_pipelines: bool) -> None:
-    from scheduler.daemon.loop import Daemon
+    from scheduler.daemon.sd_notify import Notifier
+    from scheduler.daemon.standby import STANDBY_ON_SQLITE, Standby
 
     settings.check_python()
     require_writable_state_dir(settings)
+    if settings.standby and settings.resolved_db_url.startswith("sqlite"):
+        raise SettingsError(STANDBY_ON_SQLITE)
     store = options.state(settings)
     # Refuse early and clearly when another daemon runs; the lease itself is taken in start().
     holder = current_holder(store, utcnow(), timedelta(seconds=settings.lease_ttl))
-    if holder is not None:
+    if holder is not None and not settings.standby:
         raise LeaseHeldError(f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}")
+    config, stamp = _load(settings, store, no_check_pipelines)
+    while True:
+        if settings.standby:
+            ttl = timedelta(seconds=settings.lease_ttl)
+            Standby(store, ttl, Notifier(), socket.gethostname(), os.getpid()).wait()
+            if _stamp(settings) != stamp:  # edited while this daemon waited: lead with the file as it is now
+                config, stamp = _load(settings, store, no_check_pipelines)
+        led = _lead(settings, config, store, no_check_pipelines)
+        if led:
+            break
+        # Lost the lease to another daemon (or the race for a free one): wait as a standby again,
+        # on a store of its own (the old one is fenced with the lost lease).
+        store.close()
+        store = options.state(settings)
+    click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")
+
+
+def _stamp(settings: Settings) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(settings.config)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _load(settings: Settings, store: Store, no_check_pipelines: bool) -> tuple[Config, tuple[int, int, int] | None]:
+    """schedules.yaml, checked (a rejection is recorded), and the file's stamp when it was read."""
+    stamp = _stamp(settings)
     try:
         config = load_checked(settings, check=not no_check_pipelines)
         refuse_emptying(store, config, settings.allow_empty)
@@ -155,8 +198,23 @@ def _serve(settings: Settings, no_check_pipelines: bool) -> None:
         raise
     for warning in missing_folders(config):
         log.warning("%s", warning)
+    return config, stamp
+
+
+def _lead(settings: Settings, config: Config, store: Store, no_check_pipelines: bool) -> bool:
+    """Start a daemon and run it until it stops (True). With --standby, False when it could not
+    take the lease or lost it; without, those end the process (exit 3)."""
+    from scheduler.daemon.loop import Daemon
+    from scheduler.daemon.standby import record_demotion
+
     daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines)
-    daemon.start()
+    try:
+        daemon.start()
+    except LeaseHeldError:
+        if not settings.standby:
+            raise
+        log.info("standby: another daemon took the lease first")
+        return False
     click.echo(
         f"zenml-scheduler: {len(config.jobs)} jobs from {config.path} (revision {config.revision}), "
         f"state {masked_url(settings.resolved_db_url)}"
@@ -166,5 +224,13 @@ def _serve(settings: Settings, no_check_pipelines: bool) -> None:
         click.echo(f"HTTP API on {daemon.services.api_url} (OpenAPI at {daemon.services.api_url}/openapi.json)")
     sys.stdout.flush()
     daemon.notifier.ready(daemon.status_line())  # recovered, reconciled and timing: ready
-    daemon.run()
-    click.echo(json.dumps({"stopped": True}) if settings.log_format == "json" else "zenml-scheduler: stopped")
+    try:
+        daemon.run()
+    except LeaseLostError as exc:
+        then = "standby" if settings.standby else "exit"
+        record_demotion(store, daemon.lease, str(exc), then, utcnow())
+        if not settings.standby:
+            raise
+        log.warning("demoted: this daemon no longer leads and waits as a standby again")
+        return False
+    return True

@@ -41,7 +41,11 @@ def health(settings: Settings, as_json: bool) -> None:
         "host": holder.host if holder else None,
         "pid": holder.pid if holder else None,
         "since": holder.started_at.isoformat() if holder else None,
-        "heartbeat_age_s": round((now - holder.heartbeat_at).total_seconds(), 1) if holder else None,
+        "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder else None,
+        # high availability: the lease's holder leads; its epoch grows by one at every takeover
+        "role": "leader" if holder else None,
+        "epoch": holder.epoch if holder else None,
+        "leader": {"host": holder.host, "pid": holder.pid, "since": holder.started_at.isoformat()} if holder else None,
         # the child that reads ZenML runs for after: triggers: running, down (restarting), or off
         "follower": follower or {"state": "off"},
     }

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     kill_grace: float = Field(10.0, description="Seconds between SIGTERM and SIGKILL for a child.")
     lease_ttl: float = Field(15.0, gt=1, description="Seconds without heartbeat before a lease expires.")
     python: str = Field(sys.executable, description="Interpreter for child processes.")
+    standby: bool = Field(
+        False, description="On PostgreSQL, wait as a standby while another daemon leads, and take over when it lapses."
+    )
     config_max_bytes: int = Field(
         tuning.CONFIG_MAX_BYTES,
         ge=1024,

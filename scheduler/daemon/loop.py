@@ -31,7 +31,7 @@ from scheduler.daemon.run_ends import RunEnds
 from scheduler.daemon.sd_notify import Notifier
 from scheduler.daemon.shell import Shell
 from scheduler.daemon.signals import SignalFlags
-from scheduler.errors import StateError
+from scheduler.errors import LeaseLostError, StateError
 from scheduler.policy.decide import policy_of
 from scheduler.policy.file_runs import Dispatch
 from scheduler.policy.fire_request import FireRequest
@@ -308,6 +308,12 @@ class Daemon:
         except DBAPIError as exc:
             log.error("state database error, retrying in %.0fs: %s", tuning.DB_RETRY_S, exc.orig)
             self.database_failing = True
+            if self.settings.standby and self.lease.overdue:
+                # A standby may take over soon: step down now (children run on, for it to adopt).
+                raise LeaseLostError(
+                    f"this daemon (pid {self.lease.pid} on {self.lease.host}) could not renew its lease for two "
+                    f"thirds of lease_ttl ({self.settings.lease_ttl:.0f}s): {exc.orig}"
+                ) from None
         return self.stopping and self._shutdown_step()
 
     def run(self) -> None:

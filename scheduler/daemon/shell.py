@@ -56,7 +56,9 @@ def real_after_triggers(daemon: Daemon) -> AfterTriggers:
 
 
 def real_lease(store: Store, settings: Settings, config: Config, monotonic: Callable[[], float]) -> Lease:
-    return Lease(store, timedelta(seconds=settings.lease_ttl), str(config.path), monotonic=monotonic)
+    return Lease(
+        store, timedelta(seconds=settings.lease_ttl), str(config.path), monotonic=monotonic, elections=settings.standby
+    )
 
 
 @dataclass(frozen=True)

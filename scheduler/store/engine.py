@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from scheduler import tuning
 from scheduler.errors import StateError
 from scheduler.store.db_errors import SQLITE_CANTOPEN, first_line, sqlite_code, unusable
 from scheduler.store.migrations import installation_id, migrate
@@ -139,7 +140,18 @@ class Store:
 
 def _make_engine(url: str, is_sqlite: bool) -> Engine:
     if not is_sqlite:
-        return create_engine(url, pool_pre_ping=True, future=True)
+        engine = create_engine(url, pool_pre_ping=True, future=True)
+
+        @event.listens_for(engine, "connect")
+        def _on_pg_connect(dbapi_connection: Any, _record: Any) -> None:
+            # A daemon frozen (SIGSTOP, a VM pause) inside a transaction would hold the lease row's
+            # lock, and a standby could never take over: the server ends such a session instead.
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {int(tuning.PG_IDLE_IN_TRANSACTION_S * 1000)}")
+            cursor.close()
+            dbapi_connection.commit()
+
+        return engine
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,11 @@ def _v7_after_triggers(conn: Connection) -> None:
     after_pending.create(conn)
 
 
+def _v8_lease_epoch(conn: Connection) -> None:
+    """The lease's epoch, checked by every fenced write (high availability on PostgreSQL)."""
+    conn.execute(text("ALTER TABLE lease ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v2_policies,
     _v3_watched_files,
@@ -68,6 +73,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v5_installation_id,
     _v6_paused_through,
     _v7_after_triggers,
+    _v8_lease_epoch,
 ]
 INSTALLATION_KEY = "installation_id"
 

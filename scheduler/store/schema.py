@@ -85,6 +85,8 @@ lease = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("config_path", ScrubbedText),
+    # Grows by one at every acquisition: the fence checks it, so a daemon that held an older epoch writes nothing.
+    Column("epoch", Integer, nullable=False, server_default="0"),
 )
 
 jobs = Table(

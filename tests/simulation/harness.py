@@ -171,6 +171,7 @@ class Simulation:
                 pid=pid,
                 alive=world.alive,
                 monotonic=mono,
+                clock="host",  # simulated time, also when the simulated world's database is PostgreSQL
             ),
             monotonic=clock.monotonic,
             signals=False,

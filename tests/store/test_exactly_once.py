@@ -123,12 +123,12 @@ def test_a_job_that_reached_max_runs_has_no_next_fire(db_url: str, config) -> No
 
 def test_every_fenced_write_checks_the_lease_in_its_own_transaction(db_url: str, config) -> None:
     store = _store(db_url, config)
-    lease = Lease(store, timedelta(seconds=15), "schedules.yaml")
+    lease = Lease(store, timedelta(seconds=15), "schedules.yaml", clock="host")
     lease.acquire(NOW)
     with store.write() as conn:
         fires.fire(conn, [_manual("plain", "a")], config, NOW, GRACE)
     other = open_store(db_url)  # a second daemon takes the lease (this one was stalled past the TTL)
-    Lease(other, timedelta(seconds=15), "schedules.yaml").acquire(NOW + timedelta(seconds=20))
+    Lease(other, timedelta(seconds=15), "schedules.yaml", clock="host").acquire(NOW + timedelta(seconds=20))
     with pytest.raises(LeaseLostError, match="lost its lease"), store.write() as conn:
         fires.fire(conn, [_manual("plain", "b")], config, NOW, GRACE)
     with pytest.raises(LeaseLostError):

@@ -260,15 +260,16 @@ def test_audit_chain_detects_a_deleted_tail(db_url: str) -> None:
 
 
 def test_lease_blocks_a_second_daemon_until_released(db_url: str) -> None:
+    # Time passes by the host clock given here, on PostgreSQL too (its own clock: tests/daemon/test_lease.py).
     store = open_store(db_url)
-    first = Lease(store, timedelta(seconds=15), "a.yaml")
+    first = Lease(store, timedelta(seconds=15), "a.yaml", clock="host")
     first.acquire(NOW)
-    second = Lease(store, timedelta(seconds=15), "a.yaml")
+    second = Lease(store, timedelta(seconds=15), "a.yaml", clock="host")
     with pytest.raises(LeaseHeldError, match=r"pid \d+ on .*running since 2026-11-27T10:00:00"):
         second.acquire(NOW + timedelta(seconds=5))
-    assert current_holder(store, NOW + timedelta(seconds=5), timedelta(seconds=15)) is not None
+    assert current_holder(store, NOW + timedelta(seconds=5), timedelta(seconds=15), clock="host") is not None
     first.release(NOW + timedelta(seconds=6))
-    assert current_holder(store, NOW + timedelta(seconds=6), timedelta(seconds=15)) is None
+    assert current_holder(store, NOW + timedelta(seconds=6), timedelta(seconds=15), clock="host") is None
     second.acquire(NOW + timedelta(seconds=7))
     with pytest.raises(StateError, match="lost its lease"):
         first.heartbeat(NOW + timedelta(seconds=8))
@@ -277,8 +278,8 @@ def test_lease_blocks_a_second_daemon_until_released(db_url: str) -> None:
 
 def test_expired_lease_can_be_taken_over(db_url: str) -> None:
     store = open_store(db_url)
-    Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW)
-    Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW + timedelta(seconds=16))
+    Lease(store, timedelta(seconds=15), "a.yaml", clock="host").acquire(NOW)
+    Lease(store, timedelta(seconds=15), "a.yaml", clock="host").acquire(NOW + timedelta(seconds=16))
     with store.read() as conn:
         started = [e for e in audit.query(conn) if e["event"] == "daemon-started"]
     assert "previous" in started[-1]["details"]
@@ -286,10 +287,10 @@ def test_expired_lease_can_be_taken_over(db_url: str) -> None:
 
 def test_lease_of_a_dead_local_process_is_free(db_url: str) -> None:
     store = open_store(db_url)
-    dead = Lease(store, timedelta(seconds=15), "a.yaml")
+    dead = Lease(store, timedelta(seconds=15), "a.yaml", clock="host")
     dead.pid = 2**22 + 12345  # beyond pid_max on Linux: certainly not alive
     dead.acquire(NOW)
-    Lease(store, timedelta(seconds=15), "a.yaml").acquire(NOW + timedelta(seconds=1))
+    Lease(store, timedelta(seconds=15), "a.yaml", clock="host").acquire(NOW + timedelta(seconds=1))
 
 
 def test_a_long_queue_of_one_job_does_not_hide_other_jobs_runs(db_url: str) -> None:
