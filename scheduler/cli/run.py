@@ -9,6 +9,7 @@ import socket
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,6 +26,9 @@ from scheduler.runs.preflight import checked_config
 from scheduler.store.catalog import active_jobs, record_rejected_config
 from scheduler.store.engine import Store, masked_url
 from scheduler.timing.clock import utcnow
+
+if TYPE_CHECKING:
+    from scheduler.daemon.leadership import Transitions
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,7 @@ def run(
 
 
 def _serve(settings: Settings, no_check_pipelines: bool) -> None:
+    from scheduler.daemon.leadership import Transitions
     from scheduler.daemon.sd_notify import Notifier
     from scheduler.daemon.standby import STANDBY_ON_SQLITE, Standby
 
@@ -162,13 +167,14 @@ def _serve(settings: Settings, no_check_pipelines: bool) -> None:
     if holder is not None and not settings.standby:
         raise LeaseHeldError(f"another zenml-scheduler daemon already runs on this state database: {holder.describe()}")
     config, stamp = _load(settings, store, no_check_pipelines)
+    transitions = Transitions()  # over the process's life, across the daemons it runs in turn
     while True:
         if settings.standby:
             ttl = timedelta(seconds=settings.lease_ttl)
             Standby(store, ttl, Notifier(), socket.gethostname(), os.getpid()).wait()
             if _stamp(settings) != stamp:  # edited while this daemon waited: lead with the file as it is now
                 config, stamp = _load(settings, store, no_check_pipelines)
-        led = _lead(settings, config, store, no_check_pipelines)
+        led = _lead(settings, config, store, no_check_pipelines, transitions)
         if led:
             break
         # Lost the lease to another daemon (or the race for a free one): wait as a standby again,
@@ -201,13 +207,13 @@ def _load(settings: Settings, store: Store, no_check_pipelines: bool) -> tuple[C
     return config, stamp
 
 
-def _lead(settings: Settings, config: Config, store: Store, no_check_pipelines: bool) -> bool:
+def _lead(settings: Settings, config: Config, store: Store, no_check_pipelines: bool, transitions: Transitions) -> bool:
     """Start a daemon and run it until it stops (True). With --standby, False when it could not
     take the lease or lost it; without, those end the process (exit 3)."""
     from scheduler.daemon.loop import Daemon
     from scheduler.daemon.standby import record_demotion
 
-    daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines)
+    daemon = Daemon(settings, config, store, check_pipelines=not no_check_pipelines, transitions=transitions)
     try:
         daemon.start()
     except LeaseHeldError:
@@ -229,6 +235,7 @@ def _lead(settings: Settings, config: Config, store: Store, no_check_pipelines: 
     except LeaseLostError as exc:
         then = "standby" if settings.standby else "exit"
         record_demotion(store, daemon.lease, str(exc), then, utcnow())
+        transitions.demoted()
         if not settings.standby:
             raise
         log.warning("demoted: this daemon no longer leads and waits as a standby again")

@@ -10,7 +10,7 @@ import click
 
 from scheduler.cli import exit_codes, options
 from scheduler.config.settings import Settings
-from scheduler.daemon.lease import current_holder
+from scheduler.daemon.lease import Holder, current_holder
 from scheduler.store.engine import masked_url
 from scheduler.store.upstream_runs import read_follower_state
 from scheduler.store.urls import check_url
@@ -24,6 +24,17 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
     values["state_dir"] = str(settings.resolved_state_dir)
     values["config"] = str(settings.config.resolve())
     return values
+
+
+def leadership(holder: Holder | None) -> dict[str, Any]:
+    """`role`, `epoch` and `leader` as `health --json` and `status --json` report them, from the
+    live holder of the lease (None when no daemon holds it)."""
+    # high availability: the lease's holder leads; its epoch grows by one at every takeover
+    return {
+        "role": "leader" if holder else None,
+        "epoch": holder.epoch if holder else None,
+        "leader": {"host": holder.host, "pid": holder.pid, "since": holder.started_at.isoformat()} if holder else None,
+    }
 
 
 @click.command("health")
@@ -42,10 +53,7 @@ def health(settings: Settings, as_json: bool) -> None:
         "pid": holder.pid if holder else None,
         "since": holder.started_at.isoformat() if holder else None,
         "heartbeat_age_s": round(holder.heartbeat_age_s, 1) if holder else None,
-        # high availability: the lease's holder leads; its epoch grows by one at every takeover
-        "role": "leader" if holder else None,
-        "epoch": holder.epoch if holder else None,
-        "leader": {"host": holder.host, "pid": holder.pid, "since": holder.started_at.isoformat()} if holder else None,
+        **leadership(holder),
         # the child that reads ZenML runs for after: triggers: running, down (restarting), or off
         "follower": follower or {"state": "off"},
     }

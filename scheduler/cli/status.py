@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 from sqlalchemy import func, select
 
 from scheduler.cli import options
+from scheduler.cli.service import leadership
 from scheduler.cli.text_table import render_table
 from scheduler.config.settings import Settings
+from scheduler.daemon.lease import current_holder
 from scheduler.errors import NotFoundError
 from scheduler.store.engine import Store
 from scheduler.store.outcomes import clear_errors
@@ -66,6 +68,10 @@ def status(settings: Settings, job: str | None, as_json: bool) -> None:
         options.recorded_job_or_fail(settings, store, job)  # also a job removed from the file: its last state
     items = job_status(store, [job] if job else list(options.config_of(settings).jobs))
     if as_json:
+        # The output stays a list of jobs (one object with JOB), so each carries the daemon that
+        # leads, as `health --json` reports it: added keys break no reader of the older shape.
+        daemon = leadership(current_holder(store, utcnow(), timedelta(seconds=settings.lease_ttl)))
+        items = [{**item, "daemon": daemon} for item in items]
         click.echo(json.dumps(items if job is None else items[0], indent=2))
         return
     click.echo(render_table(

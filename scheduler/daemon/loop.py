@@ -27,6 +27,7 @@ from scheduler.config.settings import Settings
 from scheduler.daemon.audit_head import HeadLog
 from scheduler.daemon.config_follower import ConfigFollower
 from scheduler.daemon.handover import HandOver
+from scheduler.daemon.leadership import Transitions
 from scheduler.daemon.run_ends import RunEnds
 from scheduler.daemon.sd_notify import Notifier
 from scheduler.daemon.shell import Shell
@@ -60,7 +61,10 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         check_pipelines: bool = True,
         shell: Shell | None = None,
+        transitions: Transitions | None = None,
     ) -> None:
+        """`transitions` counts leader elections and demotions over the process's life (see
+        `scheduler.daemon.leadership`): pass the same one to each daemon a process runs."""
         self.settings = settings
         self.config = config
         self.store = store
@@ -71,6 +75,7 @@ class Daemon:
         self.env = env
         self.grace = timedelta(seconds=settings.misfire_grace)
         self.lease = shell.lease(store, settings, config, shell.monotonic)
+        self.transitions = transitions if transitions is not None else Transitions()
         self.runner = shell.runner(settings, config, env)
         self.handover = HandOver()
         self.launcher = Launcher(
@@ -121,6 +126,8 @@ class Daemon:
     def _start(self) -> None:
         now = self.now()
         self.lease.acquire(now)
+        if self.lease.elections:  # audited as leader-elected; counted before the API can be scraped
+            self.transitions.elected()
         self.services.bind()
         self.after.start(now)
         with self.store.write() as conn:

@@ -17,6 +17,7 @@ from scheduler.config.model import Config
 from scheduler.config.settings import Settings
 from scheduler.errors import SettingsError
 from scheduler.feed.audit_feed import AuditFeed, Subscriber
+from scheduler.feed.lease_reading import LeaseState
 from scheduler.feed.webhooks import WebhookSender
 from scheduler.store.engine import Store
 from scheduler.store.fires import FireResult
@@ -36,9 +37,13 @@ class Services:
         config: Callable[[], Config],
         hand_over: Callable[[FireResult], None],
         health: Callable[[], Mapping[str, bool]],
+        *,
+        lease: LeaseState | None = None,
     ) -> None:
+        """`lease` reads this daemon's hold on the lease for the metrics (none without it)."""
         self.settings = settings
         self.store = store
+        self.lease = lease
         self.webhooks = WebhookSender(store, config)
         subscribers: list[Subscriber] = [self.webhooks.subscriber]
         self.backend: ApiBackend | None = None
@@ -81,7 +86,7 @@ class Services:
         if (s.api_ssl_certfile is None) != (s.api_ssl_keyfile is None):
             raise SettingsError("api_ssl_certfile and api_ssl_keyfile must be set together")
         self.backend = backend = ApiBackend(self.store, config, timedelta(seconds=s.misfire_grace), hand_over, health)
-        metrics = Metrics(backend.run_counts)
+        metrics = Metrics(backend.run_counts, lease=self.lease)
         subscribers.append(metrics.observe)
         app = build_app(
             backend,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.config.model import Config
 from scheduler.config.settings import Settings
+from scheduler.daemon.leadership import lease_reading
 from scheduler.daemon.lease import Lease
 from scheduler.daemon.reloader import Reloader
 from scheduler.daemon.services import Services
@@ -35,7 +36,10 @@ def real_runner(settings: Settings, config: Config, env: Mapping[str, str]) -> R
 
 
 def real_services(daemon: Daemon) -> Services:
-    return Services(daemon.settings, daemon.store, lambda: daemon.config, daemon.handover.put, daemon.health)
+    return Services(
+        daemon.settings, daemon.store, lambda: daemon.config, daemon.handover.put, daemon.health,
+        lease=lambda: lease_reading(daemon.lease, daemon.transitions),
+    )  # fmt: skip
 
 
 def real_reloader(settings: Settings, config: Config, check_pipelines: bool) -> Reloader:

@@ -2,8 +2,9 @@
 
 Nearly everything is derived from the audit trail: `Metrics.observe` is an `AuditFeed`
 subscriber, so a fire, skip, run outcome or reload is counted once it is committed, whichever
-process or thread wrote it. The two gauges are read from the runs table at scrape time, and API
-requests are counted by the API's middleware. Counters count from daemon start.
+process or thread wrote it. The two run gauges are read from the runs table at scrape time, the
+lease metrics from this daemon's lease (a `LeaseReading`) at scrape time, and API requests are
+counted by the API's middleware. Counters count from daemon start.
 
 Metrics live in a private registry, so several `Metrics` (tests, or a second daemon in one
 process) never collide and nothing leaks into prometheus_client's global registry.
@@ -18,9 +19,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from scheduler.feed.audit_feed import AuditRecord
+from scheduler.feed.lease_reading import LeaseReading, LeaseState
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +47,17 @@ class Metrics:
     """The daemon's metrics.
 
     `run_counts` returns (running, queued) and is called once per scrape, on the scraping
-    thread, for the `runs_running` and `runs_queued` gauges. `process_metrics` adds the standard
-    process_* metrics (CPU, memory, file descriptors; Linux only, empty elsewhere).
+    thread, for the `runs_running` and `runs_queued` gauges. `lease`, when given, is called once
+    per scrape too, for the `zenml_scheduler_leader*` and `zenml_scheduler_lease_*` metrics; it
+    must be cheap and must not block (it reads memory, not the database). `process_metrics` adds
+    the standard process_* metrics (CPU, memory, file descriptors; Linux only, empty elsewhere).
 
     Thread-safe: prometheus_client's metrics lock internally and this class keeps no other
     mutable state, so `observe` (feed thread), `api_request` (server threads) and `render`
     (any thread) may run concurrently.
     """
 
-    def __init__(self, run_counts: RunCounts, *, process_metrics: bool = True) -> None:
+    def __init__(self, run_counts: RunCounts, *, lease: LeaseState | None = None, process_metrics: bool = True) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.fires = Counter(
@@ -80,6 +84,8 @@ class Metrics:
         for result in ("applied", "rejected"):
             self.config_reloads.labels(result=result)
         r.register(_RunGauges(run_counts))
+        if lease is not None:
+            r.register(_LeaseMetrics(lease))
         if process_metrics:
             ProcessCollector(registry=r)
 
@@ -154,6 +160,46 @@ class _RunGauges:
         return [
             GaugeMetricFamily("runs_running", "Runs currently running", value=running),
             GaugeMetricFamily("runs_queued", "Runs queued and not yet started", value=queued),
+        ]
+
+
+class _LeaseMetrics:
+    """The leader gauge, the epoch, the transitions counter and the lease's age, from one
+    `lease()` reading per scrape so they agree."""
+
+    def __init__(self, lease: LeaseState) -> None:
+        self.lease = lease
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self.lease())
+
+    @staticmethod
+    def _families(reading: LeaseReading | None) -> list[Metric]:
+        # Without a reading (at register time) the families are declared with no samples.
+        leader = epoch = transitions = age = None
+        if reading is not None:
+            leader, epoch = (1.0 if reading.leader else 0.0), reading.epoch
+            transitions, age = reading.transitions, reading.age_s
+        return [
+            GaugeMetricFamily(
+                "zenml_scheduler_leader",
+                "1 while this daemon holds the lease (renewed within two thirds of lease_ttl), else 0",
+                value=leader,
+            ),
+            GaugeMetricFamily("zenml_scheduler_lease_epoch", "The lease epoch this daemon took", value=epoch),
+            CounterMetricFamily(
+                "zenml_scheduler_leader_transitions",
+                "Leader elections and demotions this process took part in since it started",
+                value=transitions,
+            ),
+            GaugeMetricFamily(
+                "zenml_scheduler_lease_age_seconds",
+                "Seconds since this daemon last renewed the lease, by its monotonic clock",
+                value=age,
+            ),
         ]
 
 

@@ -175,6 +175,7 @@ def test_one_rule_for_unknown_jobs_across_commands(
     assert code == OK and [e["event"] for e in json.loads(out)] == ["job-added", "fire", "job-removed"]
     code, out, _ = _run_main(monkeypatch, capsys, project, "status", "gone", "--json")
     assert code == OK and json.loads(out)["job"] == "gone" and json.loads(out)["queued"] == 1
+    assert json.loads(out)["daemon"] == {"role": None, "epoch": None, "leader": None}  # no daemon leads
     code, out, _ = _run_main(monkeypatch, capsys, project, "history", "--job", "ok")  # in the file, no runs yet
     assert code == OK
     for args in (["next", "gone"], ["pause", "gone"], ["trigger", "gone"], ["clear-errors", "gone"]):

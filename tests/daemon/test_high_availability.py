@@ -1,7 +1,8 @@
 """High availability on PostgreSQL against real daemons, each in a UTS namespace of its own (a
 host name of its own, so the lease's same-host process checks do not apply): a standby takes
 over from a leader killed with -9 or frozen past its lease; a frozen leader that wakes fires
-nothing, says so and waits as a standby again; --standby is refused on SQLite."""
+nothing, says so and waits as a standby again; the leader's /metrics show its role, epoch and
+transitions; --standby is refused on SQLite."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import os
 import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.harness import DaemonProcess, Project, wait_for
@@ -71,14 +74,48 @@ def daemon(project: Project, stand_in: dict[str, str], url: str, host: str, *fla
     return project.start_daemon(*args, env=stand_in, host=host)
 
 
+API = ("--api", "--api-port", "0")
+
+
+def read_key(project: Project) -> str:
+    done = project.cli("api-key", "create", "--name", "prometheus", "--scope", "read", "--json")
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["key"])
+
+
+def lease_metrics(process: DaemonProcess, key: str, leads: int = 1) -> dict[str, float]:
+    """The zenml_scheduler_* samples of /metrics on the API `process` opened when it led the
+    `leads`-th time (each time it leads it serves the API afresh, on a port of its own)."""
+
+    def urls() -> list[str] | None:
+        found = re.findall(r"HTTP API on (https?://\S+) ", process.output)
+        return found if len(found) >= leads else None
+
+    base = wait_for(urls, 30, "the API to listen")[leads - 1]
+    request = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name.startswith("zenml_scheduler_")
+    }
+
+
 def leader_and_standby(
-    project: Project, stand_in: dict[str, str], url: str, db: Database
+    project: Project,
+    stand_in: dict[str, str],
+    url: str,
+    db: Database,
+    leader_flags: tuple[str, ...] = (),
+    standby_flags: tuple[str, ...] = (),
 ) -> tuple[DaemonProcess, DaemonProcess, Path]:
     markers = project.root / "markers"
     project.write_config(EVERY_SECOND.format(markers=markers))
-    leader = daemon(project, stand_in, url, "alpha", "--standby")
+    leader = daemon(project, stand_in, url, "alpha", "--standby", *leader_flags)
     wait_for(lambda: len(launches(markers)) >= 2, 60, "the leader's runs")
-    standby = daemon(project, stand_in, url, "beta", "--standby")
+    standby = daemon(project, stand_in, url, "beta", "--standby", *standby_flags)
     wait_for(lambda: any(e["host"] == "beta" for e in db.audit("standby-started")), 60, "the standby")
     assert db.audit("standby-started")[-1]["leader"]["host"] == "alpha"
     return leader, standby, markers
@@ -94,7 +131,8 @@ def assert_each_key_launched_once(markers: Path) -> None:
 def test_a_standby_takes_over_from_a_leader_killed_with_minus_9(
     project: Project, stand_in: dict[str, str], pg_url: str, db: Database
 ) -> None:
-    leader, standby, markers = leader_and_standby(project, stand_in, pg_url, db)
+    key = read_key(project)
+    leader, standby, markers = leader_and_standby(project, stand_in, pg_url, db, standby_flags=API)
     assert db.epoch() == 1
     leader.kill9()
     killed_at = time.time()
@@ -112,6 +150,14 @@ def test_a_standby_takes_over_from_a_leader_killed_with_minus_9(
     report = json.loads(health.stdout)
     assert health.returncode == 0 and report["role"] == "leader" and report["epoch"] == 2
     assert report["leader"]["host"] == "beta" and report["leader"]["pid"] == standby.process.pid
+    status = project.cli("status", "--json", "--db-url", pg_url)
+    assert status.returncode == 0, status.stderr
+    leads = {field: report[field] for field in ("role", "epoch", "leader")}
+    assert [job["daemon"] for job in json.loads(status.stdout)] == [leads]  # as health reports it
+    metrics = lease_metrics(standby, key)
+    assert metrics["zenml_scheduler_leader"] == 1.0 and metrics["zenml_scheduler_lease_epoch"] == 2.0
+    assert metrics["zenml_scheduler_leader_transitions_total"] == 1.0  # elected once
+    assert 0.0 <= metrics["zenml_scheduler_lease_age_seconds"] < TTL * 2 / 3
     time.sleep(1.5)
     assert_each_key_launched_once(markers)
     assert standby.stop() == 0
@@ -120,7 +166,8 @@ def test_a_standby_takes_over_from_a_leader_killed_with_minus_9(
 def test_a_frozen_leader_that_wakes_after_a_takeover_fires_nothing_and_stands_by(
     project: Project, stand_in: dict[str, str], pg_url: str, db: Database
 ) -> None:
-    leader, standby, markers = leader_and_standby(project, stand_in, pg_url, db)
+    key = read_key(project)
+    leader, standby, markers = leader_and_standby(project, stand_in, pg_url, db, leader_flags=API)
     leader.process.send_signal(signal.SIGSTOP)
     wait_for(lambda: db.epoch() == 2, 30, "the takeover")
     wait_for(lambda: any(pid == standby.process.pid for _, _, pid in launches(markers)), 30, "the standby's runs")
@@ -141,6 +188,9 @@ def test_a_frozen_leader_that_wakes_after_a_takeover_fires_nothing_and_stands_by
     standby.kill9()
     wait_for(lambda: db.epoch() == 3, 30, "the old leader leading again")
     assert db.audit("leader-elected")[-1]["host"] == "alpha"
+    metrics = lease_metrics(leader, key, leads=2)  # elected, demoted, elected again
+    assert metrics["zenml_scheduler_leader"] == 1.0 and metrics["zenml_scheduler_lease_epoch"] == 3.0
+    assert metrics["zenml_scheduler_leader_transitions_total"] == 3.0
     assert leader.stop() == 0
 
 
