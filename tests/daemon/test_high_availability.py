@@ -175,7 +175,9 @@ def test_a_frozen_leader_that_wakes_after_a_takeover_fires_nothing_and_stands_by
     resumed_at = time.time()
     wait_for(lambda: any(e["host"] == "alpha" for e in db.audit("standby-started")), 30, "the old leader standing by")
     time.sleep(1.5)
-    assert not [at for _, at, pid in launches(markers) if pid == leader.process.pid and at > resumed_at - TTL]
+    # A child the old leader spawned after waking starts after SIGCONT; one it spawned just before the
+    # SIGSTOP may start a moment later on a loaded machine, but never a whole takeover later.
+    assert not [at for _, at, pid in launches(markers) if pid == leader.process.pid and at >= resumed_at]
     demoted = db.audit("leader-demoted")
     assert len(demoted) == 1 and demoted[0]["host"] == "alpha" and demoted[0]["epoch"] == 1
     # Woken, it finds its lease taken, or (frozen inside a transaction the server ended) cannot renew it.
