@@ -309,3 +309,16 @@ def parse_follower_line(line: str) -> FollowedRun | FollowerNote:
     if kind in FOLLOWER_NOTE_KINDS:
         return FollowerNote(kind=kind, at=_aware(raw, "at"))
     raise SpecError(f"follower line of unknown kind {kind!r}")
+
+
+def last_output_line(path: Path, limit: int) -> str:
+    """The last line of a child's output file, read from its last `limit` bytes ("" when none):
+    what a child that ended without a result last said."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - limit))
+            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

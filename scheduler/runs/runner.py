@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import tuning
-from scheduler.child.protocol import read_result
+from scheduler.child.protocol import last_output_line, read_result
 from scheduler.runs.procs import process_alive, process_start_ticks
 from scheduler.store.outcomes import Outcome
 
@@ -232,7 +232,7 @@ def _outcome(child: Child, exit_code: int | None) -> Outcome:
         error = "child process ended without reporting a result"
     else:
         error = f"child exited with code {exit_code} without reporting a result"
-    tail = _log_tail(child.run_dir / "output.log")
+    tail = last_output_line(child.run_dir / "output.log", tuning.LOG_TAIL_CHARS)
     return Outcome(child.run_id, "failed", exit_code, error=f"{error}{': ' + tail if tail else ''}")
 
 
@@ -241,14 +241,3 @@ def _outcome_from_result(child: Child, exit_code: int | None) -> Outcome | None:
     if result is None:
         return None
     return Outcome(child.run_id, result.status, exit_code, result.zenml_run_id, result.zenml_run_name, result.error)
-
-
-def _log_tail(path: Path, limit: int = tuning.LOG_TAIL_CHARS) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""

@@ -13,11 +13,12 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from scheduler.child.protocol import FollowedRun
 from scheduler.config.model import Config
 from scheduler.store.schema import after_pending, meta, runs, upstream_runs
 
@@ -25,21 +26,6 @@ CURSOR_KEY = "follower_cursor"  # the ZenML end time the follower reads from (IS
 FLOOR_KEY = "follower_floor"  # runs that ended before the first cursor are history, never fired for
 STATE_KEY = "follower_state"  # JSON: what `health --json` says about the follower
 HANDLED_KEPT = timedelta(days=7)
-
-
-class Followed(Protocol):
-    """An ended ZenML run as the follower reports it (`scheduler.child.protocol.FollowedRun`)."""
-
-    zenml_run_id: str
-    zenml_run_name: str
-    pipeline: str
-    status: str
-    started_at: datetime | None
-    finished_at: datetime
-    parameters: dict[str, Any]
-    metadata: dict[str, Any]
-    steps: dict[str, Any]
-    artifacts: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -94,7 +80,7 @@ def record_own_end(conn: Connection, run: Any, status: str, zenml_run_id: str | 
     }])  # fmt: skip
 
 
-def store_followed(conn: Connection, found: Sequence[Followed], watched: set[str], started_at: datetime,
+def store_followed(conn: Connection, found: Sequence[FollowedRun], watched: set[str], started_at: datetime,
                    now: datetime) -> int:  # fmt: skip
     """Store the ended ZenML runs the follower read that an after trigger may look at: runs of a
     `watched` pipeline, and runs of our own jobs (their metadata and outputs). Advance the cursor

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from scheduler import tuning
-from scheduler.child.protocol import FOLLOWER_MODULE, parse_follower_line
+from scheduler.child.protocol import FOLLOWER_MODULE, last_output_line, parse_follower_line
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ class FollowerProcess:
         self._next_start = self.monotonic() + delay
         self.restarts += 1
         _close(process)
-        return FollowerExit(process.pid, process.returncode, _last_line(self.log_path), delay)
+        return FollowerExit(
+            process.pid, process.returncode, last_output_line(self.log_path, tuning.LOG_TAIL_CHARS), delay
+        )
 
     def stop(self) -> None:
         """Stop the follower: SIGTERM, then SIGKILL if it has not gone within kill grace."""
@@ -137,14 +139,3 @@ def _close(process: subprocess.Popen[bytes]) -> None:
     if process.stdin is not None:
         with contextlib.suppress(OSError):  # already gone
             process.stdin.close()
-
-
-def _last_line(path: Path, limit: int = tuning.LOG_TAIL_CHARS) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            lines = handle.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
